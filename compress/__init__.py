@@ -1,0 +1,1 @@
+"""Orchestration: CLI, configs, model and data I/O, the layer-wise driver, export."""

@@ -1,0 +1,201 @@
+"""Run configuration: frozen dataclasses, loaded from YAML recipes and written back into the report.
+
+Recipe schema (every key optional; unknown keys are rejected):
+
+    name: wanda-2of4            # free text, shown in the report and model card
+    dtype: auto                 # auto | bfloat16 | float16 | float32 (auto: bf16 on CUDA, fp32 on CPU)
+    calibration:
+      dataset: olmo-mix         # olmo-mix (embedded) | c4 | wikitext2 (Hub) | path/to/file.txt|.jsonl
+      nsamples: 128
+      seqlen: 2048              # capped by the model's max_position_embeddings
+      seed: 0
+      batch_size: 1             # calibration samples per forward pass in the layer-wise driver
+    prune:                      # omit for no pruning
+      method: wanda             # magnitude | wanda
+      pattern: "2:4"            # unstructured | N:M (at least N zeros in every M inputs)
+      sparsity: null            # required for unstructured; must equal N/M when given with N:M
+      ignore: []                # regexes (re.fullmatch) of Linear names left dense; lm_head always is
+    eval:
+      perplexity: [wiki]        # wiki (embedded) | wikitext2 (Hub); [] to skip
+      seqlen: 2048
+      max_windows: null         # evaluate only the first K windows (CPU runs; reported)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from compress.errors import UserError
+from prune.config import MagnitudeConfig, WandaConfig, parse_pattern
+
+PRUNE_METHODS = {"magnitude": MagnitudeConfig, "wanda": WandaConfig}
+CALIBRATION_DATASETS = ("olmo-mix", "c4", "wikitext2")
+PERPLEXITY_DATASETS = ("wiki", "wikitext2")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+def _positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    dataset: str = "olmo-mix"
+    nsamples: int = 128
+    seqlen: int = 2048
+    seed: int = 0
+    batch_size: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("nsamples", "seqlen", "batch_size"):
+            _positive(f"calibration.{name}", getattr(self, name))
+        if not isinstance(self.seed, int):
+            raise ValueError(f"calibration.seed must be an integer, got {self.seed!r}")
+        if self.dataset not in CALIBRATION_DATASETS and not self.dataset.endswith((".txt", ".jsonl")):
+            raise ValueError(
+                f"calibration.dataset {self.dataset!r} is not one of {', '.join(CALIBRATION_DATASETS)} "
+                "or a .txt/.jsonl file"
+            )
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    method: str = "wanda"
+    pattern: str = "2:4"
+    sparsity: float | None = None
+    ignore: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.method not in PRUNE_METHODS:
+            raise ValueError(f"prune.method {self.method!r} is unknown; allowed: {', '.join(PRUNE_METHODS)}")
+        if self.sparsity is not None and not isinstance(self.sparsity, (int, float)):
+            raise ValueError(f"prune.sparsity must be a number in [0, 1), got {self.sparsity!r}")
+        try:
+            parse_pattern(self.pattern, self.sparsity)
+        except ValueError as e:
+            raise ValueError(f"prune: {e}") from None
+        for pat in self.ignore:
+            try:
+                re.compile(pat)
+            except re.error as e:
+                raise ValueError(f"prune.ignore entry {pat!r} is not a valid regex ({e})") from None
+
+    @property
+    def spec(self) -> MagnitudeConfig | WandaConfig:
+        """The algorithm's own config (prune/config.py), which the pruning code dispatches on."""
+        return PRUNE_METHODS[self.method](pattern=parse_pattern(self.pattern, self.sparsity))
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    perplexity: tuple[str, ...] = ("wiki",)
+    seqlen: int = 2048
+    max_windows: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in self.perplexity:
+            if name not in PERPLEXITY_DATASETS:
+                raise ValueError(
+                    f"eval.perplexity {name!r} is unknown; allowed: {', '.join(PERPLEXITY_DATASETS)}"
+                )
+        _positive("eval.seqlen", self.seqlen)
+        if self.max_windows is not None:
+            _positive("eval.max_windows", self.max_windows)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str = "custom"
+    dtype: str = "auto"
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    prune: PruneConfig | None = None
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype {self.dtype!r} is unknown; allowed: {', '.join(DTYPES)}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs: the model, where to compute, and the recipe."""
+
+    model: str
+    recipe: Recipe
+    device: str = "auto"
+    recipe_path: str | None = None
+
+
+def _build(cls, data, where: str):
+    """Build dataclass `cls` from a mapping, rejecting unknown keys with their dotted name."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where or 'recipe'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise ValueError(f"unknown key '{dotted}'; allowed: {', '.join(names)}")
+        kwargs[key] = _convert(hints[key], value, dotted)
+    return cls(**kwargs)
+
+
+def _convert(tp, value, where: str):
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        tp = next(a for a in args if a is not type(None))
+        args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value or {}, where)
+    if typing.get_origin(tp) is tuple:
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where} must be a list, got {value!r}")
+        return tuple(value)
+    return value
+
+
+def recipe_from_dict(data: dict) -> Recipe:
+    return _build(Recipe, data, "")
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    if not path.exists():
+        shipped = Path(__file__).resolve().parent.parent / "recipes" / path.name
+        if shipped.exists():
+            path = shipped
+        else:
+            raise UserError(f"recipe {path} not found; pass a YAML file such as recipes/wanda-2of4.yaml")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+        return recipe_from_dict(data)
+    except yaml.YAMLError as e:
+        raise UserError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except (ValueError, TypeError) as e:
+        raise UserError(f"recipe {path}: {e}") from None
+
+
+def override(recipe: Recipe, **calibration) -> Recipe:
+    """Recipe with calibration fields replaced (CLI --nsamples/--seqlen); None leaves a field as it is."""
+    changes = {k: v for k, v in calibration.items() if v is not None}
+    if not changes:
+        return recipe
+    try:
+        return dataclasses.replace(recipe, calibration=dataclasses.replace(recipe.calibration, **changes))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def to_dict(obj) -> dict:
+    return dataclasses.asdict(obj)

@@ -1,0 +1,5 @@
+"""User-facing errors: one line naming the problem and the fix. The CLI prints them without a traceback."""
+
+
+class UserError(Exception):
+    """Bad input or an unreachable resource; the message says what is wrong and how to fix it."""

@@ -1,0 +1,260 @@
+"""Export to a folder transformers recognises, with 2:4 weights in compressed-tensors `sparse-24-bitmask`.
+
+Per 2:4 weight `<module>.weight` of shape (rows, cols) the file holds (compressed-tensors layout):
+  <module>.compressed  (rows, cols/2)      the 2 kept values of every group of 4, in column order, orig dtype
+  <module>.bitmask     (rows, ceil(cols/8)) uint8, numpy.packbits(keep, axis=-1, bitorder="little")
+  <module>.shape       (2, 1) int64         the dense shape
+A group with more than 2 zeros still keeps exactly 2 positions (its nonzeros first, then the lowest-index
+zeros), so every group has exactly 2 bits set, as the compressed-tensors compressor produces.
+config.json carries `quantization_config` with `sparsity_config` (compressed-tensors' Sparse24BitMaskConfig).
+The folder is written under a temporary name and renamed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from compress.errors import UserError
+
+SHARD_BYTES = 5 * 1024**3
+INDEX_FILE = "model.safetensors.index.json"
+
+
+# ---------------------------------------------------------------- tensor codec (pure functions)
+def keep_mask_24(W: torch.Tensor) -> torch.Tensor:
+    """Exactly 2 kept positions per group of 4: the nonzeros, topped up with the lowest-index zeros.
+
+    Raises ValueError when a group has more than 2 nonzeros (the weight is not 2:4 sparse)."""
+    rows, cols = W.shape
+    if cols % 4:
+        raise ValueError(f"in-features {cols} is not divisible by 4")
+    groups = (W != 0).reshape(rows, cols // 4, 4)
+    if (groups.sum(-1) > 2).any():
+        raise ValueError("weight is not 2:4 sparse (a group of 4 has more than 2 nonzeros)")
+    order = torch.sort((~groups).to(torch.uint8), dim=-1, stable=True).indices[..., :2]  # nonzeros first
+    keep = torch.zeros_like(groups)
+    keep.scatter_(-1, order, True)
+    return keep.reshape(rows, cols)
+
+
+def pack_bitmask(keep: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(np.packbits(keep.cpu().numpy(), axis=-1, bitorder="little"))
+
+
+def unpack_bitmask(bitmask: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    rows, cols = shape
+    bits = np.unpackbits(bitmask.numpy(), axis=-1, count=cols, bitorder="little")
+    return torch.from_numpy(bits.astype(bool)).reshape(rows, cols)
+
+
+def compress_24(W: torch.Tensor) -> dict[str, torch.Tensor]:
+    W = W.detach().cpu()
+    keep = keep_mask_24(W)
+    rows, cols = W.shape
+    return {
+        "compressed": W[keep].reshape(rows, cols // 2).contiguous(),
+        "bitmask": pack_bitmask(keep),
+        "shape": torch.tensor([rows, cols], dtype=torch.int64).reshape(-1, 1),
+    }
+
+
+def decompress_24(compressed: torch.Tensor, bitmask: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+    rows, cols = (int(x) for x in shape.flatten().tolist())
+    if bitmask.dtype != torch.uint8 or tuple(bitmask.shape) != (rows, (cols + 7) // 8):
+        raise ValueError(f"bitmask has shape {tuple(bitmask.shape)}, expected ({rows}, {(cols + 7) // 8})")
+    if tuple(compressed.shape) != (rows, cols // 2):
+        raise ValueError(f"compressed values have shape {tuple(compressed.shape)}, expected ({rows}, {cols // 2})")
+    keep = unpack_bitmask(bitmask, (rows, cols))
+    if cols % 4 or not bool((keep.reshape(rows, cols // 4, 4).sum(-1) == 2).all()):
+        raise ValueError("bitmask is not a 2:4 pattern (every group of 4 must keep exactly 2)")
+    W = torch.zeros(rows, cols, dtype=compressed.dtype)
+    W[keep] = compressed.flatten()
+    return W
+
+
+# ---------------------------------------------------------------- folder I/O
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Fail early, before any work, when `out` exists and may not be replaced."""
+    if out.exists() and not overwrite:
+        raise UserError(f"output folder {out} already exists; pass --overwrite to replace it or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output path {out} exists and is not a folder; choose another --out")
+
+
+def _state_dict_for_export(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Parameters and persistent buffers, without tied duplicates (e.g. lm_head tied to the embeddings)."""
+    seen: set[int] = set()
+    out = {}
+    for name, t in model.state_dict().items():
+        key = (t.data_ptr(), t.numel()) if t.numel() else id(t)
+        if key in seen:
+            continue
+        seen.add(key)
+        out[name] = t
+    return out
+
+
+def _shards(tensors: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    shards, current, size = [], {}, 0
+    for name, t in tensors.items():
+        nbytes = t.numel() * t.element_size()
+        if current and size + nbytes > SHARD_BYTES:
+            shards.append(current)
+            current, size = {}, 0
+        current[name] = t
+        size += nbytes
+    shards.append(current)
+    return shards
+
+
+def sparsity_config(model: nn.Module, compressed: set[str], ignore: list[str]) -> dict:
+    """compressed-tensors `quantization_config` for a 2:4 (not quantized) model."""
+    from compressed_tensors.config import Sparse24BitMaskConfig
+
+    zeros = total = 0
+    for p in model.parameters():
+        zeros += int((p == 0).sum())
+        total += p.numel()
+    sparse = Sparse24BitMaskConfig(
+        global_sparsity=zeros / total, sparsity_structure="2:4", targets=["Linear"], ignore=sorted(ignore)
+    )
+    return {"quant_method": "compressed-tensors", "format": "dense", "sparsity_config": sparse.model_dump()}
+
+
+def save_checkpoint(
+    model: nn.Module,
+    tokenizer,
+    out: Path,
+    *,
+    compress_24_modules: set[str] = frozenset(),
+    ignore: list[str] = (),
+    extra_files: dict[str, str] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write config, tokenizer, generation config, safetensors weights (2:4 modules compressed) and
+    `extra_files` (name -> text) into `out`, atomically."""
+    out = Path(out)
+    check_output_dir(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        tensors = {}
+        for name, t in _state_dict_for_export(model).items():
+            module = name.removesuffix(".weight")
+            if name.endswith(".weight") and module in compress_24_modules:
+                for suffix, v in compress_24(t).items():
+                    tensors[f"{module}.{suffix}"] = v
+            else:
+                tensors[name] = t.detach().cpu().contiguous()
+        shards = _shards(tensors)
+        if len(shards) == 1:
+            save_file(shards[0], tmp / "model.safetensors", metadata={"format": "pt"})
+        else:
+            weight_map = {}
+            for i, shard in enumerate(shards, 1):
+                fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+                save_file(shard, tmp / fname, metadata={"format": "pt"})
+                weight_map.update({k: fname for k in shard})
+            total = sum(t.numel() * t.element_size() for t in tensors.values())
+            (tmp / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
+
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)
+        if compress_24_modules:
+            config["quantization_config"] = sparsity_config(model, compress_24_modules, list(ignore))
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        for fname, text in (extra_files or {}).items():
+            (tmp / fname).write_text(text)
+
+        if out.exists():  # --overwrite: swap in the new folder, then remove the old one
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    index = folder / INDEX_FILE
+    if index.exists():
+        return sorted({folder / f for f in json.loads(index.read_text())["weight_map"].values()})
+    single = folder / "model.safetensors"
+    if not single.exists():
+        raise UserError(f"{folder} has no model.safetensors or {INDEX_FILE}; is it a checkpoint folder?")
+    return [single]
+
+
+def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint folder, 2:4-compressed weights decoded back to dense `.weight`s."""
+    raw: dict[str, torch.Tensor] = {}
+    for f in _weight_files(folder):
+        if not f.exists():
+            raise UserError(f"checkpoint file {f} is missing; re-export the checkpoint")
+        try:
+            with safe_open(f, framework="pt") as fh:
+                for key in fh.keys():
+                    raw[key] = fh.get_tensor(key)
+        except (SafetensorError, OSError) as e:
+            raise UserError(f"checkpoint file {f} is damaged or truncated ({e}); re-export or re-download it") from None
+    out = {}
+    for key in [k for k in raw if k.endswith(".compressed")]:
+        module = key.removesuffix(".compressed")
+        try:
+            out[f"{module}.weight"] = decompress_24(raw.pop(key), raw.pop(f"{module}.bitmask"), raw.pop(f"{module}.shape"))
+        except KeyError as e:
+            raise UserError(f"checkpoint {folder}: {module} lacks {e.args[0]}; the file is incomplete") from None
+        except ValueError as e:
+            raise UserError(f"checkpoint {folder}: {module}: {e}") from None
+    out.update(raw)
+    return out
+
+
+def load_checkpoint(folder: str | Path, dtype: torch.dtype | None = None):
+    """(model on CPU in eval mode, tokenizer) from an exported folder; weights restored bit-exactly."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        raise UserError(f"{folder} has no config.json; pass a folder written by `python -m compress run`")
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"{folder}/config.json is broken ({str(e).splitlines()[0][:160]})") from None
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # decoded here, not by a transformers quantizer
+    state = read_state_dict(folder)
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype or config.dtype)
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    if getattr(config, "tie_word_embeddings", False):
+        model.tie_weights()
+        missing = [k for k in missing if not k.startswith("lm_head.")]
+    if missing or unexpected:
+        raise UserError(
+            f"checkpoint {folder} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    if dtype is not None:
+        model.to(dtype)
+    tokenizer = AutoTokenizer.from_pretrained(folder) if (folder / "tokenizer_config.json").exists() else None
+    return model.eval(), tokenizer

@@ -1,0 +1,157 @@
+"""The one layer-wise calibration driver (after IST-DASLab/sparsegpt `llama_sequential`).
+
+1. Capture the inputs of decoder layer 0 with *all* keyword arguments (position embeddings, masks, ...)
+   through a forward pre-hook that stops the forward pass.
+2. For each layer: move it to the compute device; hook its Linear modules and run the calibration batches
+   through the *unmodified* layer to accumulate statistics; call the per-layer `step`; run the batches again
+   through the modified layer to make the next layer's inputs (and measure each Linear's output error);
+   move the layer back. Only one decoder layer is on the compute device at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from compress.models import decoder_layers
+
+# step(layer_index, {name: Linear}, {name: stats or None}) -> {name: metrics}; modifies weights in place.
+Step = Callable[[int, dict[str, nn.Linear], dict[str, object]], dict[str, dict]]
+# make_stats(name, linear) -> accumulator with add_batch(x), or None when the step needs no data for it.
+MakeStats = Callable[[str, nn.Linear], object]
+
+
+class _StopForward(Exception):
+    pass
+
+
+@dataclass
+class LayerwiseResult:
+    hidden: list[torch.Tensor]  # outputs of the last decoder layer, one per batch (on the compute device)
+    metrics: dict[str, dict] = field(default_factory=dict)  # per Linear name
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _move_outer(model: nn.Module, layers: nn.ModuleList, device: torch.device) -> None:
+    """Move every parameter and buffer that is not inside a decoder layer (embeddings, rotary, norm, head)."""
+    layer_ids = {id(m) for layer in layers for m in layer.modules()}
+    for module in model.modules():
+        if id(module) in layer_ids or module is layers:
+            continue
+        for name, p in module.named_parameters(recurse=False):
+            p.data = p.data.to(device)
+        for name, b in module.named_buffers(recurse=False):
+            module._buffers[name] = b.to(device)
+
+
+@torch.no_grad()
+def capture_layer0_inputs(model: nn.Module, batches: list[torch.Tensor], device: torch.device):
+    """Run the model up to decoder layer 0 and return (hidden states, kwargs) per batch."""
+    layers = decoder_layers(model)
+    home = next(model.parameters()).device
+    captured: list[tuple[torch.Tensor, dict]] = []
+
+    def hook(module, args, kwargs):
+        kwargs = dict(kwargs)
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        captured.append((hidden, kwargs))
+        raise _StopForward
+
+    handle = layers[0].register_forward_pre_hook(hook, with_kwargs=True)
+    _move_outer(model, layers, device)
+    try:
+        for ids in batches:
+            try:
+                model(input_ids=ids.to(device), use_cache=False)
+            except _StopForward:
+                pass
+    finally:
+        handle.remove()
+        _move_outer(model, layers, home)
+    return [h for h, _ in captured], [k for _, k in captured]
+
+
+def _layer_output(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+@torch.no_grad()
+def run_layerwise(
+    model: nn.Module,
+    batches: list[torch.Tensor],
+    step: Step,
+    *,
+    device: torch.device,
+    make_stats: MakeStats | None = None,
+    targets: Callable[[str, nn.Linear], bool] = lambda name, lin: True,
+    measure_error: bool = True,
+    progress: bool = True,
+) -> LayerwiseResult:
+    """Walk the decoder layers once; see the module docstring. `batches`: token ids, (B, T) each."""
+    t0 = time.perf_counter()
+    layers = decoder_layers(model)
+    hidden, layer_kwargs = capture_layer0_inputs(model, batches, device)
+    result = LayerwiseResult(hidden=hidden)
+    result.timings["capture_s"] = time.perf_counter() - t0
+    prefix = {id(layer): name for name, layer in model.named_modules() if any(layer is x for x in layers)}
+
+    for idx, layer in enumerate(tqdm(layers, desc="layers", disable=not progress)):
+        home = next(layer.parameters()).device
+        layer.to(device)
+        linears = {
+            f"{prefix[id(layer)]}.{n}": m
+            for n, m in layer.named_modules()
+            if isinstance(m, nn.Linear) and targets(f"{prefix[id(layer)]}.{n}", m)
+        }
+        stats = {n: (make_stats(n, m) if make_stats else None) for n, m in linears.items()}
+
+        # Pass 1: statistics from the unmodified layer.
+        hooks = [
+            m.register_forward_hook(lambda mod, inp, out, s=stats[n]: s.add_batch(inp[0].detach()))
+            for n, m in linears.items()
+            if stats[n] is not None
+        ]
+        if hooks:
+            for h, kw in zip(hidden, layer_kwargs, strict=True):
+                layer(h, **kw)
+            for handle in hooks:
+                handle.remove()
+
+        dense = {n: m.weight.detach().clone() for n, m in linears.items()} if measure_error else {}
+        metrics = step(idx, linears, stats)
+        del stats
+
+        # Pass 2: next layer's inputs from the modified layer; per-Linear output error vs the dense weight.
+        errors = {n: torch.zeros(2, dtype=torch.float64, device=device) for n in dense}
+        deltas = {n: dense[n] - m.weight.detach() for n, m in linears.items() if n in dense}
+        del dense
+
+        def err_hook(mod, inp, out, n):
+            delta_out = inp[0] @ deltas[n].T  # (B, T, out): dense output minus compressed output
+            errors[n][0] += delta_out.float().pow(2).sum()
+            errors[n][1] += (out + delta_out).float().pow(2).sum()
+
+        hooks = [linears[n].register_forward_hook(lambda mod, i, o, n=n: err_hook(mod, i, o, n)) for n in deltas]
+        for i, (h, kw) in enumerate(zip(hidden, layer_kwargs, strict=True)):
+            hidden[i] = _layer_output(layer(h, **kw))
+        for handle in hooks:
+            handle.remove()
+        del deltas
+
+        for n in linears:
+            entry = dict(metrics.get(n, {}))
+            if n in errors:
+                num, den = errors[n].tolist()
+                entry["rel_output_error"] = num / den if den > 0 else 0.0
+            result.metrics[n] = entry
+        layer.to(home)
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    result.timings["total_s"] = time.perf_counter() - t0
+    return result

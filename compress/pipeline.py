@@ -1,0 +1,174 @@
+"""calibrate -> prune -> (quantize, finetune: later) -> evaluate -> export, as a handful of calls."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from compress.config import PruneConfig, RunConfig, to_dict
+from compress.data import calibration_windows, load_calibration_corpus, perplexity_text
+from compress.environment import environment, peak_memory
+from compress.errors import UserError
+from compress.export import check_output_dir, save_checkpoint
+from compress.layerwise import LayerwiseResult, run_layerwise
+from compress.models import context_length, decoder_layers, load_model, resolve_dtype
+from eval.perplexity import perplexity, token_windows
+from prune import NM, make_stats, prune_weight
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} asked for, but no CUDA device is available; use --device cpu")
+    return device
+
+
+class Timer(dict):
+    @contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        yield
+        self[stage] = round(time.perf_counter() - t0, 3)
+
+
+def prunable_linears(model: nn.Module, cfg: PruneConfig) -> dict[str, nn.Linear]:
+    """Linear modules inside decoder layers that the recipe does not `ignore` (lm_head never is one)."""
+    layer_ids = {id(m) for layer in decoder_layers(model) for m in layer.modules()}
+    return {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear) and id(m) in layer_ids and not any(re.fullmatch(p, name) for p in cfg.ignore)
+    }
+
+
+def check_prunable(linears: dict[str, nn.Linear], cfg: PruneConfig) -> None:
+    pattern = cfg.spec.pattern
+    if isinstance(pattern, NM):
+        for name, m in linears.items():
+            if m.in_features % pattern.m:
+                raise UserError(
+                    f"{name} has {m.in_features} in-features, not divisible by M={pattern.m} of pattern {pattern}; "
+                    f"leave it dense with prune.ignore: ['{re.escape(name)}']"
+                )
+
+
+def prune_model(
+    model: nn.Module, windows: torch.Tensor, cfg: PruneConfig, device: torch.device, batch_size: int = 1,
+    progress: bool = True,
+) -> LayerwiseResult:
+    """Prune every targeted Linear layer by layer with the recipe's method; returns per-Linear metrics."""
+    method = cfg.spec
+    targets = prunable_linears(model, cfg)
+    check_prunable(targets, cfg)
+
+    def step(idx: int, linears: dict[str, nn.Linear], stats: dict) -> dict[str, dict]:
+        metrics = {}
+        for name, lin in linears.items():
+            pruned, _ = prune_weight(method, lin.weight.data, stats[name])
+            lin.weight.data.copy_(pruned)
+            metrics[name] = {"shape": list(pruned.shape), "sparsity": float((pruned == 0).float().mean())}
+        return metrics
+
+    return run_layerwise(
+        model,
+        list(windows.split(batch_size)),
+        step,
+        device=device,
+        make_stats=lambda name, lin: make_stats(method, lin.in_features, device),
+        targets=lambda name, lin: name in targets,
+        progress=progress,
+    )
+
+
+def evaluate_perplexity(model, tokenizer, cfg, device, progress=True) -> dict[str, dict]:
+    seqlen = min(cfg.seqlen, context_length(model) or cfg.seqlen)
+    out = {}
+    model.to(device)
+    try:
+        for name in cfg.perplexity:
+            ids = tokenizer(perplexity_text(name), return_tensors="pt").input_ids[0]
+            windows = token_windows(ids, seqlen, cfg.max_windows)
+            out[name] = {"ppl": perplexity(model, windows, device, progress=progress),
+                         "seqlen": seqlen, "windows": len(windows)}
+    finally:
+        model.to("cpu")
+    return out
+
+
+def run(cfg: RunConfig, out: Path, overwrite: bool = False, progress: bool = True, log=print) -> dict:
+    """The whole job; returns the report (also written to `out/report.json`)."""
+    out = Path(out)
+    check_output_dir(out, overwrite)  # before any work: never lose an existing checkpoint
+    recipe = cfg.recipe
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(recipe.dtype, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    timer = Timer()
+    report: dict = {"config": to_dict(cfg), "environment": environment(), "device": str(device)}
+
+    with timer("load_model"):
+        model, tokenizer, source = load_model(cfg.model, dtype)
+    report["model"] = {"source": source.describe(), "class": type(model).__name__, "dtype": str(dtype),
+                       "parameters": sum(p.numel() for p in model.parameters())}
+    if recipe.prune is not None:  # validate shapes before the long part
+        check_prunable(prunable_linears(model, recipe.prune), recipe.prune)
+
+    ppl: dict[str, dict] = {}
+    if recipe.eval.perplexity:
+        log(f"perplexity of the dense model on {', '.join(recipe.eval.perplexity)}")
+        with timer("eval_dense"):
+            for name, r in evaluate_perplexity(model, tokenizer, recipe.eval, device, progress).items():
+                ppl[name] = {"dense": r["ppl"], "seqlen": r["seqlen"], "windows": r["windows"]}
+
+    compressed_24: set[str] = set()
+    if recipe.prune is not None:
+        cal = recipe.calibration
+        seqlen = min(cal.seqlen, context_length(model) or cal.seqlen)
+        with timer("calibration_data"):
+            windows = calibration_windows(load_calibration_corpus(cal.dataset), tokenizer, cal.nsamples, seqlen, cal.seed)
+        report["calibration"] = {"dataset": cal.dataset, "nsamples": cal.nsamples, "seqlen": seqlen, "seed": cal.seed}
+        log(f"pruning: {recipe.prune.method} {recipe.prune.spec.pattern} on {device}, "
+            f"{cal.nsamples} x {seqlen} tokens of {cal.dataset}")
+        with timer("prune"):
+            result = prune_model(model, windows, recipe.prune, device, cal.batch_size, progress)
+        report["layers"] = result.metrics
+        report["prune_timings_s"] = result.timings
+        pruned = [m for m in result.metrics.values()]
+        numel = sum(m["shape"][0] * m["shape"][1] for m in pruned)
+        report["summary"] = {
+            "pruned_linears": len(pruned),
+            "sparsity_of_pruned_linears": sum(m["sparsity"] * m["shape"][0] * m["shape"][1] for m in pruned) / numel,
+            "mean_rel_output_error": sum(m["rel_output_error"] for m in pruned) / len(pruned),
+        }
+        if recipe.prune.spec.pattern == NM(2, 4):
+            compressed_24 = set(result.metrics)
+
+    if recipe.eval.perplexity:
+        log("perplexity of the compressed model")
+        with timer("eval_compressed"):
+            for name, r in evaluate_perplexity(model, tokenizer, recipe.eval, device, progress).items():
+                ppl[name]["compressed"] = r["ppl"]
+    report["perplexity"] = ppl
+
+    report["export"] = {"format": "sparse-24-bitmask" if compressed_24 else "dense",
+                        "compressed_modules": len(compressed_24)}
+    report["timings_s"] = timer
+    report["memory"] = peak_memory(device)
+    ignore = sorted(n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.removesuffix(".weight")
+                    not in compressed_24) if compressed_24 else []
+    with timer("export"):
+        save_checkpoint(model, tokenizer, out, compress_24_modules=compressed_24, ignore=ignore,
+                        extra_files={"report.json": json.dumps(report, indent=2) + "\n"}, overwrite=overwrite)
+    # export time is known only now: rewrite the report in the finished folder
+    report["timings_s"] = dict(timer)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report

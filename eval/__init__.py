@@ -1,0 +1,1 @@
+"""Evaluation: perplexity (and, later, lm-eval zero-shot scores)."""

@@ -1,0 +1,65 @@
+"""Keep-masks from importance scores (True = weight kept), with exact counts.
+
+Ties are broken by a stable sort (lower column index pruned first), so masks are deterministic.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from prune.config import NM, Pattern, Unstructured
+
+
+def prune_lowest_per_row(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Zero the floor(cols * sparsity) lowest scores of every row (locuslab/wanda lib/prune.py, stable sort)."""
+    rows, cols = scores.shape
+    k = int(cols * sparsity)
+    keep = torch.ones_like(scores, dtype=torch.bool)
+    if k:
+        idx = torch.sort(scores, dim=1, stable=True).indices[:, :k]
+        keep.scatter_(1, idx, False)
+    return keep
+
+
+def prune_lowest_per_tensor(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Zero exactly floor(numel * sparsity) lowest scores of the whole tensor.
+
+    The wanda repo's magnitude baseline uses `W <= sorted[k]` (k + 1 entries plus ties); we prune exactly k.
+    """
+    k = int(scores.numel() * sparsity)
+    keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
+    if k:
+        idx = torch.sort(scores.flatten(), stable=True).indices[:k]
+        keep[idx] = False
+    return keep.view_as(scores)
+
+
+def prune_lowest_per_group(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """In every group of m consecutive columns of each row, zero the n lowest scores."""
+    rows, cols = scores.shape
+    if cols % m:
+        raise ValueError(f"in-features {cols} is not divisible by M={m}")
+    groups = scores.reshape(rows, cols // m, m)  # (rows, groups, m)
+    idx = torch.sort(groups, dim=-1, stable=True).indices[..., :n]
+    keep = torch.ones_like(groups, dtype=torch.bool)
+    keep.scatter_(-1, idx, False)
+    return keep.view(rows, cols)
+
+
+def mask_from_scores(scores: torch.Tensor, pattern: Pattern, per_row: bool = True) -> torch.Tensor:
+    """Keep-mask for `pattern`; unstructured compares within rows (`per_row`) or over the whole tensor."""
+    if isinstance(pattern, NM):
+        return prune_lowest_per_group(scores, pattern.n, pattern.m)
+    if isinstance(pattern, Unstructured):
+        fn = prune_lowest_per_row if per_row else prune_lowest_per_tensor
+        return fn(scores, pattern.sparsity)
+    raise TypeError(f"unsupported pattern {pattern!r}")
+
+
+def satisfies_nm(W: torch.Tensor, n: int, m: int) -> bool:
+    """True when every group of m consecutive columns of every row holds at least n zeros."""
+    rows, cols = W.shape
+    if cols % m:
+        return False
+    zeros = (W.reshape(rows, cols // m, m) == 0).sum(-1)
+    return bool((zeros >= n).all())
