@@ -76,6 +76,21 @@ def capture_layer0_inputs(model: nn.Module, batches: list[torch.Tensor], device:
     return [h for h, _ in captured], [k for _, k in captured]
 
 
+def _to_device(layer: nn.Module, device: torch.device) -> dict[str, torch.Tensor]:
+    """Move a layer's parameters and buffers to `device`; return the original tensors to copy back into."""
+    home = {n: t.data for n, t in [*layer.named_parameters(), *layer.named_buffers()]}
+    layer.to(device)
+    return home
+
+
+def _to_home(layer: nn.Module, home: dict[str, torch.Tensor]) -> None:
+    """Copy the (possibly modified) tensors back into their original storage: no new host allocation."""
+    for n, t in [*layer.named_parameters(), *layer.named_buffers()]:
+        if t.data.data_ptr() != home[n].data_ptr():
+            home[n].copy_(t.data)
+            t.data = home[n]
+
+
 def _layer_output(out):
     return out[0] if isinstance(out, (tuple, list)) else out
 
@@ -100,9 +115,20 @@ def run_layerwise(
     result.timings["capture_s"] = time.perf_counter() - t0
     prefix = {id(layer): name for name, layer in model.named_modules() if any(layer is x for x in layers)}
 
+    phase = {k: 0.0 for k in ("to_device_s", "stats_pass_s", "step_s", "output_pass_s", "to_home_s")}
+    clock = [time.perf_counter()]
+
+    def tick(key: str) -> None:  # wall time per phase (synchronised on CUDA so the split is real)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        now = time.perf_counter()
+        phase[key] += now - clock[0]
+        clock[0] = now
+
     for idx, layer in enumerate(tqdm(layers, desc="layers", disable=not progress)):
-        home = next(layer.parameters()).device
-        layer.to(device)
+        tick("to_home_s")
+        home = _to_device(layer, device)
+        tick("to_device_s")
         linears = {
             f"{prefix[id(layer)]}.{n}": m
             for n, m in layer.named_modules()
@@ -121,10 +147,12 @@ def run_layerwise(
                 layer(h, **kw)
             for handle in hooks:
                 handle.remove()
+        tick("stats_pass_s")
 
         dense = {n: m.weight.detach().clone() for n, m in linears.items()} if measure_error else {}
         metrics = step(idx, linears, stats)
         del stats
+        tick("step_s")
 
         # Pass 2: next layer's inputs from the modified layer; per-Linear output error vs the dense weight.
         errors = {n: torch.zeros(2, dtype=torch.float64, device=device) for n in dense}
@@ -133,8 +161,8 @@ def run_layerwise(
 
         def err_hook(mod, inp, out, n):
             delta_out = inp[0] @ deltas[n].T  # (B, T, out): dense output minus compressed output
-            errors[n][0] += delta_out.float().pow(2).sum()
-            errors[n][1] += (out + delta_out).float().pow(2).sum()
+            errors[n][0] += torch.linalg.vector_norm(delta_out, dtype=torch.float32).square()
+            errors[n][1] += torch.linalg.vector_norm(out + delta_out, dtype=torch.float32).square()
 
         hooks = [linears[n].register_forward_hook(lambda mod, i, o, n=n: err_hook(mod, i, o, n)) for n in deltas]
         for i, (h, kw) in enumerate(zip(hidden, layer_kwargs, strict=True)):
@@ -142,6 +170,7 @@ def run_layerwise(
         for handle in hooks:
             handle.remove()
         del deltas
+        tick("output_pass_s")
 
         for n in linears:
             entry = dict(metrics.get(n, {}))
@@ -149,9 +178,9 @@ def run_layerwise(
                 num, den = errors[n].tolist()
                 entry["rel_output_error"] = num / den if den > 0 else 0.0
             result.metrics[n] = entry
-        layer.to(home)
+        _to_home(layer, home)
 
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    tick("to_home_s")
+    result.timings.update(phase)
     result.timings["total_s"] = time.perf_counter() - t0
     return result

@@ -62,7 +62,7 @@ def check_prunable(linears: dict[str, nn.Linear], cfg: PruneConfig) -> None:
 
 def prune_model(
     model: nn.Module, windows: torch.Tensor, cfg: PruneConfig, device: torch.device, batch_size: int = 1,
-    progress: bool = True,
+    progress: bool = True, measure_error: bool = True,
 ) -> LayerwiseResult:
     """Prune every targeted Linear layer by layer with the recipe's method; returns per-Linear metrics."""
     method = cfg.spec
@@ -84,6 +84,7 @@ def prune_model(
         device=device,
         make_stats=lambda name, lin: make_stats(method, lin.in_features, device),
         targets=lambda name, lin: name in targets,
+        measure_error=measure_error,
         progress=progress,
     )
 

@@ -18,7 +18,7 @@ class ActNormSq:
 
     def add_batch(self, x: torch.Tensor) -> None:
         b = x.shape[0] if x.dim() == 3 else 1  # (B, T, d) or (T, d)
-        x = x.reshape(-1, x.shape[-1]).float()  # (B*T, d)
+        x = x.reshape(-1, x.shape[-1])  # (B*T, d)
         self.value *= self.nsamples / (self.nsamples + b)
         self.nsamples += b
-        self.value += x.pow(2).sum(0) / self.nsamples
+        self.value += torch.linalg.vector_norm(x, dim=0, dtype=torch.float32).pow(2) / self.nsamples
