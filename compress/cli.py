@@ -11,7 +11,9 @@ from compress.errors import UserError
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m compress", description="Compress an LLM: calibrate, prune, evaluate, export.")
+    p = argparse.ArgumentParser(
+        prog="python -m compress", description="Compress an LLM: calibrate, prune, evaluate, export."
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run a recipe on a model and write a checkpoint folder")
     r.add_argument("--model", default="smollm2-135m", help="alias, Hub id, local folder or .gguf file")
@@ -21,6 +23,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--seqlen", type=int, help="calibration tokens per sample (overrides the recipe)")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     r.add_argument("--eval-max-windows", type=int, help="perplexity on the first K windows only (CPU runs)")
+    r.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="save resumable state this often while pruning; rerun the same command to resume",
+    )
     r.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
@@ -29,14 +38,20 @@ def _parser() -> argparse.ArgumentParser:
 def _summary(report: dict, out: Path) -> str:
     lines = [f"wrote {out}"]
     for name, r in report.get("perplexity", {}).items():
-        lines.append(f"  {name} perplexity: dense {r['dense']:.3f} -> compressed {r.get('compressed', float('nan')):.3f}"
-                     f"  ({r['windows']} windows of {r['seqlen']})")
+        lines.append(
+            f"  {name} perplexity: dense {r['dense']:.3f} -> compressed {r.get('compressed', float('nan')):.3f}"
+            f"  ({r['windows']} windows of {r['seqlen']})"
+        )
     if "summary" in report:
         s = report["summary"]
-        lines.append(f"  {s['pruned_linears']} Linear layers pruned to {s['sparsity_of_pruned_linears']:.2%} sparsity, "
-                     f"mean relative output error {s['mean_rel_output_error']:.4f}")
-    lines.append(f"  format: {report['export']['format']}; stage times (s): "
-                 + ", ".join(f"{k} {v:.1f}" for k, v in report["timings_s"].items()))
+        lines.append(
+            f"  {s['pruned_linears']} Linear layers pruned to {s['sparsity_of_pruned_linears']:.2%} sparsity, "
+            f"mean relative output error {s['mean_rel_output_error']:.4f}"
+        )
+    lines.append(
+        f"  format: {report['export']['format']}; stage times (s): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in report["timings_s"].items())
+    )
     return "\n".join(lines)
 
 
@@ -52,13 +67,26 @@ def main(argv: list[str] | None = None) -> int:
         recipe = override(load_recipe(args.recipe), nsamples=args.nsamples, seqlen=args.seqlen)
         if args.eval_max_windows is not None:
             try:
-                recipe = dataclasses.replace(recipe, eval=dataclasses.replace(recipe.eval, max_windows=args.eval_max_windows))
+                recipe = dataclasses.replace(
+                    recipe, eval=dataclasses.replace(recipe.eval, max_windows=args.eval_max_windows)
+                )
             except ValueError as e:
                 raise UserError(str(e)) from None
         assert isinstance(recipe.eval, EvalConfig)
-        cfg = RunConfig(model=args.model, recipe=recipe, device=args.device, recipe_path=str(args.recipe))
-        report = run(cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress,
-                     log=lambda m: print(m, file=sys.stderr))
+        cfg = RunConfig(
+            model=args.model,
+            recipe=recipe,
+            device=args.device,
+            recipe_path=str(args.recipe),
+            checkpoint_every_s=args.checkpoint_every,
+        )
+        report = run(
+            cfg,
+            args.out,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            log=lambda m: print(m, file=sys.stderr),
+        )
         print(_summary(report, args.out))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -103,9 +103,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         for name in self.perplexity:
             if name not in PERPLEXITY_DATASETS:
-                raise ValueError(
-                    f"eval.perplexity {name!r} is unknown; allowed: {', '.join(PERPLEXITY_DATASETS)}"
-                )
+                raise ValueError(f"eval.perplexity {name!r} is unknown; allowed: {', '.join(PERPLEXITY_DATASETS)}")
         _positive("eval.seqlen", self.seqlen)
         if self.max_windows is not None:
             _positive("eval.max_windows", self.max_windows)
@@ -132,6 +130,7 @@ class RunConfig:
     recipe: Recipe
     device: str = "auto"
     recipe_path: str | None = None
+    checkpoint_every_s: float = 300.0  # save resumable layer-wise state this often (long runs only)
 
 
 def _build(cls, data, where: str):

@@ -220,7 +220,9 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     for key in [k for k in raw if k.endswith(".compressed")]:
         module = key.removesuffix(".compressed")
         try:
-            out[f"{module}.weight"] = decompress_24(raw.pop(key), raw.pop(f"{module}.bitmask"), raw.pop(f"{module}.shape"))
+            out[f"{module}.weight"] = decompress_24(
+                raw.pop(key), raw.pop(f"{module}.bitmask"), raw.pop(f"{module}.shape")
+            )
         except KeyError as e:
             raise UserError(f"checkpoint {folder}: {module} lacks {e.args[0]}; the file is incomplete") from None
         except ValueError as e:

@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from compress.models import decoder_layers
+from compress.resume import LayerwiseCheckpoint
 
 # step(layer_index, {name: Linear}, {name: stats or None}) -> {name: metrics}; modifies weights in place.
 Step = Callable[[int, dict[str, nn.Linear], dict[str, object]], dict[str, dict]]
@@ -43,7 +44,7 @@ def _move_outer(model: nn.Module, layers: nn.ModuleList, device: torch.device) -
     for module in model.modules():
         if id(module) in layer_ids or module is layers:
             continue
-        for name, p in module.named_parameters(recurse=False):
+        for p in module.parameters(recurse=False):
             p.data = p.data.to(device)
         for name, b in module.named_buffers(recurse=False):
             module._buffers[name] = b.to(device)
@@ -91,6 +92,17 @@ def _to_home(layer: nn.Module, home: dict[str, torch.Tensor]) -> None:
             t.data = home[n]
 
 
+def _error_hook(delta: torch.Tensor, acc: torch.Tensor):
+    """Accumulate ||dW x||^2 and ||W x||^2 (dense output) into acc[0], acc[1] from a Linear's forward."""
+
+    def hook(module, inp, out):
+        delta_out = inp[0] @ delta.T  # (B, T, out): dense output minus compressed output
+        acc[0] += torch.linalg.vector_norm(delta_out, dtype=torch.float32).square()
+        acc[1] += torch.linalg.vector_norm(out + delta_out, dtype=torch.float32).square()
+
+    return hook
+
+
 def _layer_output(out):
     return out[0] if isinstance(out, (tuple, list)) else out
 
@@ -106,12 +118,22 @@ def run_layerwise(
     targets: Callable[[str, nn.Linear], bool] = lambda name, lin: True,
     measure_error: bool = True,
     progress: bool = True,
+    checkpoint: LayerwiseCheckpoint | None = None,
 ) -> LayerwiseResult:
-    """Walk the decoder layers once; see the module docstring. `batches`: token ids, (B, T) each."""
+    """Walk the decoder layers once; see the module docstring. `batches`: token ids, (B, T) each.
+
+    With `checkpoint`, finished layers and the hidden states are saved from time to time, and a run with
+    the same key continues after the last saved layer."""
     t0 = time.perf_counter()
     layers = decoder_layers(model)
     hidden, layer_kwargs = capture_layer0_inputs(model, batches, device)
-    result = LayerwiseResult(hidden=hidden)
+    start = checkpoint.next_layer if checkpoint else 0
+    if start:  # resume: restore finished layers and the inputs of layer `start`
+        for i in range(start):
+            layers[i].load_state_dict(checkpoint.layer_tensors(i))
+        hidden = [h.to(device) for h in checkpoint.hidden()]
+    result = LayerwiseResult(hidden=hidden, metrics=dict(checkpoint.state["metrics"]) if start else {})
+    finished: dict[int, dict[str, torch.Tensor]] = {}
     result.timings["capture_s"] = time.perf_counter() - t0
     prefix = {id(layer): name for name, layer in model.named_modules() if any(layer is x for x in layers)}
 
@@ -125,7 +147,8 @@ def run_layerwise(
         phase[key] += now - clock[0]
         clock[0] = now
 
-    for idx, layer in enumerate(tqdm(layers, desc="layers", disable=not progress)):
+    for idx in tqdm(range(start, len(layers)), desc="layers", initial=start, total=len(layers), disable=not progress):
+        layer = layers[idx]
         tick("to_home_s")
         home = _to_device(layer, device)
         tick("to_device_s")
@@ -159,12 +182,7 @@ def run_layerwise(
         deltas = {n: dense[n] - m.weight.detach() for n, m in linears.items() if n in dense}
         del dense
 
-        def err_hook(mod, inp, out, n):
-            delta_out = inp[0] @ deltas[n].T  # (B, T, out): dense output minus compressed output
-            errors[n][0] += torch.linalg.vector_norm(delta_out, dtype=torch.float32).square()
-            errors[n][1] += torch.linalg.vector_norm(out + delta_out, dtype=torch.float32).square()
-
-        hooks = [linears[n].register_forward_hook(lambda mod, i, o, n=n: err_hook(mod, i, o, n)) for n in deltas]
+        hooks = [linears[n].register_forward_hook(_error_hook(deltas[n], errors[n])) for n in deltas]
         for i, (h, kw) in enumerate(zip(hidden, layer_kwargs, strict=True)):
             hidden[i] = _layer_output(layer(h, **kw))
         for handle in hooks:
@@ -179,6 +197,11 @@ def run_layerwise(
                 entry["rel_output_error"] = num / den if den > 0 else 0.0
             result.metrics[n] = entry
         _to_home(layer, home)
+        if checkpoint is not None and idx + 1 < len(layers):
+            finished[idx] = dict(layer.state_dict())
+            if checkpoint.due():
+                checkpoint.save(idx + 1, hidden, result.metrics, finished)
+                finished = {}
 
     tick("to_home_s")
     result.timings.update(phase)

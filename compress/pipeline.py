@@ -18,6 +18,7 @@ from compress.errors import UserError
 from compress.export import check_output_dir, save_checkpoint
 from compress.layerwise import LayerwiseResult, run_layerwise
 from compress.models import context_length, decoder_layers, load_model, resolve_dtype
+from compress.resume import LayerwiseCheckpoint, run_key
 from eval.perplexity import perplexity, token_windows
 from prune import NM, make_stats, prune_weight
 
@@ -61,8 +62,14 @@ def check_prunable(linears: dict[str, nn.Linear], cfg: PruneConfig) -> None:
 
 
 def prune_model(
-    model: nn.Module, windows: torch.Tensor, cfg: PruneConfig, device: torch.device, batch_size: int = 1,
-    progress: bool = True, measure_error: bool = True,
+    model: nn.Module,
+    windows: torch.Tensor,
+    cfg: PruneConfig,
+    device: torch.device,
+    batch_size: int = 1,
+    progress: bool = True,
+    measure_error: bool = True,
+    checkpoint: LayerwiseCheckpoint | None = None,
 ) -> LayerwiseResult:
     """Prune every targeted Linear layer by layer with the recipe's method; returns per-Linear metrics."""
     method = cfg.spec
@@ -86,6 +93,7 @@ def prune_model(
         targets=lambda name, lin: name in targets,
         measure_error=measure_error,
         progress=progress,
+        checkpoint=checkpoint,
     )
 
 
@@ -97,8 +105,11 @@ def evaluate_perplexity(model, tokenizer, cfg, device, progress=True) -> dict[st
         for name in cfg.perplexity:
             ids = tokenizer(perplexity_text(name), return_tensors="pt").input_ids[0]
             windows = token_windows(ids, seqlen, cfg.max_windows)
-            out[name] = {"ppl": perplexity(model, windows, device, progress=progress),
-                         "seqlen": seqlen, "windows": len(windows)}
+            out[name] = {
+                "ppl": perplexity(model, windows, device, progress=progress),
+                "seqlen": seqlen,
+                "windows": len(windows),
+            }
     finally:
         model.to("cpu")
     return out
@@ -118,29 +129,49 @@ def run(cfg: RunConfig, out: Path, overwrite: bool = False, progress: bool = Tru
 
     with timer("load_model"):
         model, tokenizer, source = load_model(cfg.model, dtype)
-    report["model"] = {"source": source.describe(), "class": type(model).__name__, "dtype": str(dtype),
-                       "parameters": sum(p.numel() for p in model.parameters())}
+    report["model"] = {
+        "source": source.describe(),
+        "class": type(model).__name__,
+        "dtype": str(dtype),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
     if recipe.prune is not None:  # validate shapes before the long part
         check_prunable(prunable_linears(model, recipe.prune), recipe.prune)
 
-    ppl: dict[str, dict] = {}
-    if recipe.eval.perplexity:
-        log(f"perplexity of the dense model on {', '.join(recipe.eval.perplexity)}")
-        with timer("eval_dense"):
-            for name, r in evaluate_perplexity(model, tokenizer, recipe.eval, device, progress).items():
-                ppl[name] = {"dense": r["ppl"], "seqlen": r["seqlen"], "windows": r["windows"]}
-
-    compressed_24: set[str] = set()
+    windows, checkpoint = None, None
     if recipe.prune is not None:
         cal = recipe.calibration
         seqlen = min(cal.seqlen, context_length(model) or cal.seqlen)
         with timer("calibration_data"):
-            windows = calibration_windows(load_calibration_corpus(cal.dataset), tokenizer, cal.nsamples, seqlen, cal.seed)
+            windows = calibration_windows(
+                load_calibration_corpus(cal.dataset), tokenizer, cal.nsamples, seqlen, cal.seed
+            )
         report["calibration"] = {"dataset": cal.dataset, "nsamples": cal.nsamples, "seqlen": seqlen, "seed": cal.seed}
-        log(f"pruning: {recipe.prune.method} {recipe.prune.spec.pattern} on {device}, "
-            f"{cal.nsamples} x {seqlen} tokens of {cal.dataset}")
+        key = run_key(cfg.model, to_dict(recipe), str(dtype), windows)
+        checkpoint = LayerwiseCheckpoint(out.with_name(f".{out.name}.partial"), key, cfg.checkpoint_every_s)
+        if checkpoint.resumed:
+            log(f"resuming from {checkpoint.folder}: layers before {checkpoint.next_layer} are done")
+
+    ppl: dict[str, dict] = {}
+    if recipe.eval.perplexity:
+        if checkpoint is not None and "dense_perplexity" in checkpoint.state["extra"]:
+            ppl = checkpoint.state["extra"]["dense_perplexity"]
+        else:
+            log(f"perplexity of the dense model on {', '.join(recipe.eval.perplexity)}")
+            with timer("eval_dense"):
+                for name, r in evaluate_perplexity(model, tokenizer, recipe.eval, device, progress).items():
+                    ppl[name] = {"dense": r["ppl"], "seqlen": r["seqlen"], "windows": r["windows"]}
+            if checkpoint is not None and cfg.checkpoint_every_s <= timer["eval_dense"]:
+                checkpoint.put_extra("dense_perplexity", ppl)
+
+    compressed_24: set[str] = set()
+    if recipe.prune is not None:
+        log(
+            f"pruning: {recipe.prune.method} {recipe.prune.spec.pattern} on {device}, "
+            f"{cal.nsamples} x {seqlen} tokens of {cal.dataset}"
+        )
         with timer("prune"):
-            result = prune_model(model, windows, recipe.prune, device, cal.batch_size, progress)
+            result = prune_model(model, windows, recipe.prune, device, cal.batch_size, progress, checkpoint=checkpoint)
         report["layers"] = result.metrics
         report["prune_timings_s"] = result.timings
         pruned = [m for m in result.metrics.values()]
@@ -160,16 +191,34 @@ def run(cfg: RunConfig, out: Path, overwrite: bool = False, progress: bool = Tru
                 ppl[name]["compressed"] = r["ppl"]
     report["perplexity"] = ppl
 
-    report["export"] = {"format": "sparse-24-bitmask" if compressed_24 else "dense",
-                        "compressed_modules": len(compressed_24)}
+    report["export"] = {
+        "format": "sparse-24-bitmask" if compressed_24 else "dense",
+        "compressed_modules": len(compressed_24),
+    }
     report["timings_s"] = timer
     report["memory"] = peak_memory(device)
-    ignore = sorted(n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.removesuffix(".weight")
-                    not in compressed_24) if compressed_24 else []
+    ignore = (
+        sorted(
+            n
+            for n, m in model.named_modules()
+            if isinstance(m, nn.Linear) and n.removesuffix(".weight") not in compressed_24
+        )
+        if compressed_24
+        else []
+    )
     with timer("export"):
-        save_checkpoint(model, tokenizer, out, compress_24_modules=compressed_24, ignore=ignore,
-                        extra_files={"report.json": json.dumps(report, indent=2) + "\n"}, overwrite=overwrite)
+        save_checkpoint(
+            model,
+            tokenizer,
+            out,
+            compress_24_modules=compressed_24,
+            ignore=ignore,
+            extra_files={"report.json": json.dumps(report, indent=2) + "\n"},
+            overwrite=overwrite,
+        )
     # export time is known only now: rewrite the report in the finished folder
     report["timings_s"] = dict(timer)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if checkpoint is not None:
+        checkpoint.remove()
     return report

@@ -3,7 +3,7 @@
 `prune_weight(method, W, stats)` dispatches on the method's config type; see prune/config.py.
 """
 
-from prune.config import MagnitudeConfig, NM, PruneMethod, Unstructured, WandaConfig, parse_pattern
+from prune.config import NM, MagnitudeConfig, PruneMethod, Unstructured, WandaConfig, parse_pattern
 from prune.step import make_stats, prune_weight
 
 __all__ = [

@@ -4,32 +4,41 @@ import pytest
 import torch
 
 from compress.cli import main
-from compress.config import load_recipe, recipe_from_dict
+from compress.config import PruneConfig, load_recipe, recipe_from_dict
 from compress.data import Corpus, calibration_windows
 from compress.errors import UserError
 from compress.models import resolve_model
 from compress.pipeline import check_prunable, prunable_linears
-from compress.config import PruneConfig
 
 
 def test_shipped_recipes_load():
-    for name, method, pattern in [("wanda-2of4", "wanda", "2:4"), ("wanda-50", "wanda", "unstructured"),
-                                  ("magnitude-2of4", "magnitude", "2:4")]:
+    for name, method, pattern in [
+        ("wanda-2of4", "wanda", "2:4"),
+        ("wanda-50", "wanda", "unstructured"),
+        ("magnitude-2of4", "magnitude", "2:4"),
+    ]:
         r = load_recipe(f"recipes/{name}.yaml")
-        assert (r.prune.method, r.prune.pattern, r.calibration.nsamples, r.calibration.seqlen) == (method, pattern, 128, 2048)
+        assert (r.prune.method, r.prune.pattern, r.calibration.nsamples, r.calibration.seqlen) == (
+            method,
+            pattern,
+            128,
+            2048,
+        )
 
 
 @pytest.mark.parametrize(
     "data,message",
-    [({"prune": {"methd": "wanda"}}, "unknown key 'prune.methd'; allowed: method, pattern, sparsity, ignore"),
-     ({"calibraton": {}}, "unknown key 'calibraton'"),
-     ({"prune": {"method": "obs"}}, "prune.method 'obs' is unknown; allowed: magnitude, wanda"),
-     ({"prune": {"method": "wanda", "pattern": "2:4", "sparsity": 0.7}}, "means sparsity 0.5 but sparsity is 0.7"),
-     ({"prune": {"method": "wanda", "pattern": "unstructured", "sparsity": 1.2}}, r"\[0, 1\)"),
-     ({"calibration": {"nsamples": 0}}, "calibration.nsamples must be a positive integer"),
-     ({"calibration": {"dataset": "pile"}}, "calibration.dataset 'pile'"),
-     ({"eval": {"perplexity": ["ptb"]}}, "eval.perplexity 'ptb' is unknown"),
-     ({"dtype": "int8"}, "dtype 'int8' is unknown")],
+    [
+        ({"prune": {"methd": "wanda"}}, "unknown key 'prune.methd'; allowed: method, pattern, sparsity, ignore"),
+        ({"calibraton": {}}, "unknown key 'calibraton'"),
+        ({"prune": {"method": "obs"}}, "prune.method 'obs' is unknown; allowed: magnitude, wanda"),
+        ({"prune": {"method": "wanda", "pattern": "2:4", "sparsity": 0.7}}, "means sparsity 0.5 but sparsity is 0.7"),
+        ({"prune": {"method": "wanda", "pattern": "unstructured", "sparsity": 1.2}}, r"\[0, 1\)"),
+        ({"calibration": {"nsamples": 0}}, "calibration.nsamples must be a positive integer"),
+        ({"calibration": {"dataset": "pile"}}, "calibration.dataset 'pile'"),
+        ({"eval": {"perplexity": ["ptb"]}}, "eval.perplexity 'ptb' is unknown"),
+        ({"dtype": "int8"}, "dtype 'int8' is unknown"),
+    ],
 )
 def test_bad_recipes(data, message):
     with pytest.raises(ValueError, match=message):

@@ -11,8 +11,7 @@ from prune.masks import satisfies_nm
 def test_noop_step_reproduces_full_model_logits(tiny):
     ids = torch.randint(0, 128, (6, 20), generator=torch.Generator().manual_seed(1))
     ref = tiny(input_ids=ids).logits
-    result = run_layerwise(tiny, list(ids.split(2)), lambda i, lin, st: {}, device=torch.device("cpu"),
-                           progress=False)
+    result = run_layerwise(tiny, list(ids.split(2)), lambda i, lin, st: {}, device=torch.device("cpu"), progress=False)
     logits = torch.cat([tiny.lm_head(tiny.model.norm(h)) for h in result.hidden])
     torch.testing.assert_close(logits, ref, rtol=1e-5, atol=1e-5)
     assert len(result.metrics) == 2 * 7  # every Linear of both layers
@@ -35,8 +34,14 @@ def test_statistics_come_from_the_dense_layer_inputs(tiny):
     from prune.stats import ActNormSq
 
     ref_model = __import__("copy").deepcopy(tiny)
-    run_layerwise(tiny, [ids], step, device=torch.device("cpu"), make_stats=lambda n, l: ActNormSq(l.in_features, "cpu"),
-                  progress=False)
+    run_layerwise(
+        tiny,
+        [ids],
+        step,
+        device=torch.device("cpu"),
+        make_stats=lambda n, lin: ActNormSq(lin.in_features, "cpu"),
+        progress=False,
+    )
     # Reference: layer 0 q_proj input from the dense model; layer 1 input after pruning layer 0 the same way.
     captured = {}
     layer0 = ref_model.model.layers[0]
@@ -58,8 +63,14 @@ def test_statistics_come_from_the_dense_layer_inputs(tiny):
 def test_prune_model_wanda_2of4_touches_only_decoder_linears(tiny):
     ids = torch.randint(0, 128, (4, 16), generator=torch.Generator().manual_seed(3))
     head, embed = tiny.lm_head.weight.clone(), tiny.model.embed_tokens.weight.clone()
-    result = prune_model(tiny, ids, PruneConfig("wanda", "2:4", ignore=(r".*\.1\.mlp\.down_proj",)),
-                         torch.device("cpu"), batch_size=2, progress=False)
+    result = prune_model(
+        tiny,
+        ids,
+        PruneConfig("wanda", "2:4", ignore=(r".*\.1\.mlp\.down_proj",)),
+        torch.device("cpu"),
+        batch_size=2,
+        progress=False,
+    )
     assert torch.equal(tiny.lm_head.weight, head) and torch.equal(tiny.model.embed_tokens.weight, embed)
     assert "model.layers.1.mlp.down_proj" not in result.metrics
     assert not satisfies_nm(tiny.model.layers[1].mlp.down_proj.weight, 2, 4)

@@ -95,9 +95,14 @@ def test_wanda_without_statistics_is_an_error():
 
 @pytest.mark.parametrize(
     "pattern,sparsity,message",
-    [("2:4", 0.6, "means sparsity 0.5 but sparsity is 0.6"), ("unstructured", 1.0, r"\[0, 1\)"),
-     ("unstructured", -0.1, r"\[0, 1\)"), ("unstructured", None, "needs a sparsity"), ("4:2", None, "0 < N < M"),
-     ("2-4", None, "unknown pattern")],
+    [
+        ("2:4", 0.6, "means sparsity 0.5 but sparsity is 0.6"),
+        ("unstructured", 1.0, r"\[0, 1\)"),
+        ("unstructured", -0.1, r"\[0, 1\)"),
+        ("unstructured", None, "needs a sparsity"),
+        ("4:2", None, "0 < N < M"),
+        ("2-4", None, "unknown pattern"),
+    ],
 )
 def test_bad_patterns(pattern, sparsity, message):
     with pytest.raises(ValueError, match=message):

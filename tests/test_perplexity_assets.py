@@ -23,11 +23,15 @@ def test_perplexity_is_exp_of_mean_token_nll(tiny):
     with torch.no_grad():
         losses = [F.cross_entropy(tiny(input_ids=w[None]).logits[0, :-1], w[1:]) for w in windows]
     expected = math.exp(sum(l.item() for l in losses) / 3)  # noqa: E741 - equal window lengths
-    assert perplexity(tiny, windows, torch.device("cpu"), batch_size=2, progress=False) == pytest.approx(expected, rel=1e-6)
+    assert perplexity(tiny, windows, torch.device("cpu"), batch_size=2, progress=False) == pytest.approx(
+        expected, rel=1e-6
+    )
 
 
 SIX = assets.Wheel(
-    package="six", version="1.16.0", filename="six-1.16.0-py2.py3-none-any.whl",
+    package="six",
+    version="1.16.0",
+    filename="six-1.16.0-py2.py3-none-any.whl",
     sha256="8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254",
     members={"six/six.py": "six.py"},
 )

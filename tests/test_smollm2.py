@@ -22,8 +22,10 @@ def reports(tmp_path_factory):
     for method in ("wanda", "magnitude"):
         recipe = Recipe(name=f"{method}-2of4", calibration=CAL, prune=PruneConfig(method, "2:4"), eval=EVAL)
         folder = tmp_path_factory.mktemp("runs") / method
-        out[method] = (run(RunConfig("smollm2-135m", recipe, device="cpu"), folder, progress=False,
-                           log=lambda m: None), folder)
+        out[method] = (
+            run(RunConfig("smollm2-135m", recipe, device="cpu"), folder, progress=False, log=lambda m: None),
+            folder,
+        )
     return out
 
 

@@ -1,0 +1,84 @@
+"""Write BENCHMARKS.md from the results files in bench/ (run by `make bench` after measuring)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ROWS = [
+    ("dense", "dense"),
+    ("magnitude_50", "magnitude 50%"),
+    ("magnitude_2of4", "magnitude 2:4"),
+    ("wanda_50", "Wanda 50%"),
+    ("wanda_4of8", "Wanda 4:8"),
+    ("wanda_2of4", "Wanda 2:4"),
+]
+
+
+def _smollm2(d: dict, title: str) -> list[str]:
+    run, cal, ev, t = d["runs"]["smollm2"], d["calibration"], d["smollm2_eval"], d["smollm2_timings"]
+    lines = [
+        f"### {title}",
+        "",
+        f"Command: `{run['command']}` — machine: {run['machine']} — date: {run['date']}.",
+        f"Calibration: {cal['nsamples']} × {cal['seqlen']} tokens of `{cal['dataset']}` (seed 0) on "
+        f"{cal['device']}. Perplexity: embedded `wiki` (SQuAD Wikipedia paragraphs), {ev['windows']} windows "
+        f"of {ev['seqlen']} tokens, model in {ev['dtype']}.",
+        "",
+        "| model | wiki ppl | prune time (s) |",
+        "|---|---:|---:|",
+    ]
+    for key, label in ROWS:
+        prune = t.get(f"prune_{key}_s")
+        lines.append(f"| {label} | {d['smollm2_wiki_ppl'][key]:.2f} | {'' if prune is None else f'{prune:.1f}'} |")
+    lines += [
+        "",
+        f"Load (GGUF, dequantised) {t['load_model_s']:.1f} s; calibration sampling "
+        f"{t['calibration_data_s']:.1f} s; one perplexity pass {t['eval_s']:.1f} s.",
+        "",
+    ]
+    return lines
+
+
+def render() -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (bench/foundation.py, then bench/render.py); raw figures in bench/*.json.",
+        "",
+        "## Foundation (issue #2): SmolLM2-135M perplexity after pruning",
+        "",
+    ]
+    gpu, cpu = ROOT / "bench/foundation.json", ROOT / "bench/foundation_cpu.json"
+    if gpu.exists() and "smollm2_wiki_ppl" in json.loads(gpu.read_text()):
+        lines += _smollm2(json.loads(gpu.read_text()), "GPU, paper protocol (128 × 2048 calibration)")
+    if cpu.exists():
+        lines += _smollm2(
+            json.loads(cpu.read_text()),
+            "CPU, reduced protocol (labelled: 32 × 1024 calibration, first 16 perplexity windows)",
+        )
+    if gpu.exists() and "llama2_7b_shape_wanda_2of4" in (d := json.loads(gpu.read_text())):
+        r, run = d["llama2_7b_shape_wanda_2of4"], d["runs"]["llama7b"]
+        t = r["driver_timings_s"]
+        lines += [
+            "## Foundation: Wanda 2:4 on a Llama-2-7B-shaped model (H200)",
+            "",
+            f"Command: `{run['command']}` — machine: {run['machine']} — date: {run['date']}.",
+            "32 layers, hidden 4096, intermediate 11008, bf16, random weights; 128 × 2048 random-token "
+            f"calibration, {r['batch_size']} samples per forward; includes measuring every Linear's output "
+            "error. Model creation excluded.",
+            "",
+            "| calibrate + prune (s) | target | peak GPU memory (GiB) | one layer (GiB) | hidden states (GiB) |",
+            "|---:|---:|---:|---:|---:|",
+            f"| {r['calibrate_prune_s']:.1f} | ≤ 30 | {r['peak_gpu_gb']:.2f} | {r['one_layer_gib']:.2f} | "
+            f"{r['hidden_states_gib']:.2f} |",
+            "",
+            "Driver phases (s): " + ", ".join(f"{k.removesuffix('_s')} {v:.2f}" for k, v in t.items()),
+            "",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    (ROOT / "BENCHMARKS.md").write_text(render())
