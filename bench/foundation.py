@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compress.config import EvalConfig, PruneConfig  # noqa: E402
 from compress.data import calibration_windows, load_calibration_corpus  # noqa: E402
-from compress.environment import environment  # noqa: E402
+from compress.environment import environment, peak_memory  # noqa: E402
 from compress.models import load_model, resolve_dtype  # noqa: E402
 from compress.pipeline import evaluate_perplexity, prune_model, resolve_device  # noqa: E402
 
@@ -50,13 +50,17 @@ def smollm2(args, device: torch.device) -> dict:
     t0 = time.perf_counter()
     windows = calibration_windows(load_calibration_corpus("olmo-mix"), tok, args.nsamples, args.seqlen, 0)
     timings["calibration_data_s"] = time.perf_counter() - t0
+    peak_gpu = {}
     for name, cfg in RECIPES.items():
         model = copy.deepcopy(base)
         if device.type == "cuda":
             torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(device)
         t0 = time.perf_counter()
         prune_model(model, windows, cfg, device, args.batch_size, progress=False)
         timings[f"prune_{name}_s"] = time.perf_counter() - t0
+        if device.type == "cuda":
+            peak_gpu[name] = torch.cuda.max_memory_allocated(device) / 1024**3
         ppl[name] = evaluate_perplexity(model, tok, eval_cfg, device, progress=False)["wiki"]["ppl"]
         print(f"{name:16s} wiki ppl {ppl[name]:.3f}  prune {timings[f'prune_{name}_s']:.1f}s", flush=True)
         del model
@@ -70,6 +74,11 @@ def smollm2(args, device: torch.device) -> dict:
         },
         "smollm2_eval": {"seqlen": dense["seqlen"], "windows": dense["windows"], "dtype": str(dtype)},
         "smollm2_timings": timings,
+        # process peak RSS (includes the dense copy kept for the other recipes); peak GPU memory while pruning
+        "smollm2_memory": {
+            "peak_rss_gib": peak_memory(torch.device("cpu"))["peak_rss_gib"],
+            "peak_gpu_gib_prune": peak_gpu or None,
+        },
     }
 
 

@@ -21,6 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, type=Path, help="output folder (must not exist unless --overwrite)")
     r.add_argument("--nsamples", type=int, help="calibration samples (overrides the recipe)")
     r.add_argument("--seqlen", type=int, help="calibration tokens per sample (overrides the recipe)")
+    r.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"], help="overrides the recipe")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     r.add_argument("--eval-max-windows", type=int, help="perplexity on the first K windows only (CPU runs)")
     r.add_argument(
@@ -59,20 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
-        import dataclasses
-
-        from compress.config import EvalConfig, RunConfig, load_recipe, override
+        from compress.config import RunConfig, load_recipe, override
         from compress.pipeline import run
 
-        recipe = override(load_recipe(args.recipe), nsamples=args.nsamples, seqlen=args.seqlen)
-        if args.eval_max_windows is not None:
-            try:
-                recipe = dataclasses.replace(
-                    recipe, eval=dataclasses.replace(recipe.eval, max_windows=args.eval_max_windows)
-                )
-            except ValueError as e:
-                raise UserError(str(e)) from None
-        assert isinstance(recipe.eval, EvalConfig)
+        recipe = override(
+            load_recipe(args.recipe),
+            nsamples=args.nsamples,
+            seqlen=args.seqlen,
+            dtype=args.dtype,
+            eval_max_windows=args.eval_max_windows,
+        )
         cfg = RunConfig(
             model=args.model,
             recipe=recipe,

@@ -185,15 +185,18 @@ def load_recipe(path: str | Path) -> Recipe:
         raise UserError(f"recipe {path}: {e}") from None
 
 
-def override(recipe: Recipe, **calibration) -> Recipe:
-    """Recipe with calibration fields replaced (CLI --nsamples/--seqlen); None leaves a field as it is."""
-    changes = {k: v for k, v in calibration.items() if v is not None}
-    if not changes:
-        return recipe
+def override(recipe: Recipe, *, nsamples=None, seqlen=None, dtype=None, eval_max_windows=None) -> Recipe:
+    """Recipe with CLI overrides applied; None leaves a field as the recipe has it."""
+    calibration = {k: v for k, v in {"nsamples": nsamples, "seqlen": seqlen}.items() if v is not None}
     try:
-        return dataclasses.replace(recipe, calibration=dataclasses.replace(recipe.calibration, **changes))
+        recipe = dataclasses.replace(recipe, calibration=dataclasses.replace(recipe.calibration, **calibration))
+        if dtype is not None:
+            recipe = dataclasses.replace(recipe, dtype=dtype)
+        if eval_max_windows is not None:
+            recipe = dataclasses.replace(recipe, eval=dataclasses.replace(recipe.eval, max_windows=eval_max_windows))
     except ValueError as e:
         raise UserError(str(e)) from None
+    return recipe
 
 
 def to_dict(obj) -> dict:

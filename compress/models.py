@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,21 +70,41 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint answers a TCP connection (saves the Hub client's minute of retries)."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def load_model(name: str, dtype: torch.dtype):
     """Load (model on CPU in eval mode, tokenizer, source). Layers move to the compute device one at a time."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = resolve_model(name)
     kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    online = source.kind != "hub" or hub_reachable()
+    if not online:
+        kwargs["local_files_only"] = True  # no network: the local Hugging Face cache only
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype, **kwargs)
     except Exception as e:  # noqa: BLE001 - every loader failure becomes one actionable line
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         if source.kind == "hub":
+            hub = "the Hub" if online else "the Hub (unreachable: no network), then the local cache"
             raise UserError(
                 f"could not load {source.describe()} ({reason}). Tried: alias table, local folder "
-                f"./{source.location} (absent), the Hub. Fix: check the id; for gated models (Llama) accept "
+                f"./{source.location} (absent), {hub}. Fix: check the id; for gated models (Llama) accept "
                 "the license and run `hf auth login`; offline, set HF_HUB_OFFLINE=1 with a cache in HF_HOME "
                 "that holds it, or pass a local folder or .gguf file"
             ) from None

@@ -117,3 +117,16 @@ def test_short_documents_are_joined_with_eos(char_tokenizer):
 def test_corpus_too_small_reports_its_size(char_tokenizer):
     with pytest.raises(UserError, match=r"has 300 tokens, fewer than nsamples x seqlen = 8 x 64 = 512"):
         calibration_windows(Corpus("tiny", _docs(3, 100)), char_tokenizer, 8, 64, seed=0)
+
+
+def test_unreachable_hub_model_is_one_clear_line(tmp_path, capsys):
+    rc = main(["run", "--model", "no-such-org-4711/no-such-model", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert err[0].startswith("error: could not load Hub id no-such-org-4711/no-such-model") and "Fix:" in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_overrides_are_validated(tmp_path, capsys):
+    assert main(["run", "--nsamples", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "calibration.nsamples must be a positive integer" in capsys.readouterr().err
