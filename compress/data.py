@@ -1,10 +1,11 @@
 """Text corpora for calibration and perplexity, and the seeded calibration sampler.
 
 Calibration follows Wanda/SparseGPT (`get_c4` in locuslab/wanda lib/data.py): with `random.Random(seed)`,
-pick a random document longer than seqlen tokens, then a random window of seqlen tokens in it; repeat
-nsamples times. When fewer than nsamples documents are longer than seqlen (the embedded passages are a few
+pick a random document longer than seqlen tokens (tokenized with the tokenizer's default special tokens, as
+the reference does), then a random window of seqlen tokens in it; repeat nsamples times. When fewer than nsamples documents are longer than seqlen (the embedded passages are a few
 hundred tokens each), all documents are joined in corpus order with the tokenizer's EOS token as separator
-into one stream and windows are drawn from it, instead of dropping the short documents.
+into one stream (without per-document special tokens) and windows are drawn from it, instead of dropping
+the short documents.
 """
 
 from __future__ import annotations
@@ -101,8 +102,9 @@ def perplexity_text(name: str) -> str:
     raise UserError(f"unknown perplexity dataset {name!r}; allowed: wiki, wikitext2")
 
 
-def _encode(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+def _encode(tokenizer, text: str, special_tokens: bool = True) -> list[int]:
+    """Documents are tokenized as the tokenizer does by default (BOS for Llama), as the reference does."""
+    return tokenizer(text, add_special_tokens=special_tokens)["input_ids"]
 
 
 def calibration_windows(corpus: Corpus, tokenizer, nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
@@ -126,8 +128,8 @@ def calibration_windows(corpus: Corpus, tokenizer, nsamples: int, seqlen: int, s
         if sum(len(e) > seqlen for e in encoded) < nsamples:
             sep = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.bos_token_id
             stream: list[int] = []
-            for e in encoded:
-                stream.extend(e)
+            for text in corpus.texts:  # joined without per-document special tokens
+                stream.extend(_encode(tokenizer, text, special_tokens=False))
                 if sep is not None:
                     stream.append(sep)
             encoded = [stream]

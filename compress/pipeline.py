@@ -161,7 +161,7 @@ def run(cfg: RunConfig, out: Path, overwrite: bool = False, progress: bool = Tru
             with timer("eval_dense"):
                 for name, r in evaluate_perplexity(model, tokenizer, recipe.eval, device, progress).items():
                     ppl[name] = {"dense": r["ppl"], "seqlen": r["seqlen"], "windows": r["windows"]}
-            if checkpoint is not None and cfg.checkpoint_every_s <= timer["eval_dense"]:
+            if checkpoint is not None:  # a resumed run need not evaluate the dense model again
                 checkpoint.put_extra("dense_perplexity", ppl)
 
     compressed_24: set[str] = set()
@@ -174,7 +174,7 @@ def run(cfg: RunConfig, out: Path, overwrite: bool = False, progress: bool = Tru
             result = prune_model(model, windows, recipe.prune, device, cal.batch_size, progress, checkpoint=checkpoint)
         report["layers"] = result.metrics
         report["prune_timings_s"] = result.timings
-        pruned = [m for m in result.metrics.values()]
+        pruned = list(result.metrics.values())
         numel = sum(m["shape"][0] * m["shape"][1] for m in pruned)
         report["summary"] = {
             "pruned_linears": len(pruned),
@@ -197,22 +197,14 @@ def run(cfg: RunConfig, out: Path, overwrite: bool = False, progress: bool = Tru
     }
     report["timings_s"] = timer
     report["memory"] = peak_memory(device)
-    ignore = (
-        sorted(
-            n
-            for n, m in model.named_modules()
-            if isinstance(m, nn.Linear) and n.removesuffix(".weight") not in compressed_24
-        )
-        if compressed_24
-        else []
-    )
+    dense_linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in compressed_24]
     with timer("export"):
         save_checkpoint(
             model,
             tokenizer,
             out,
             compress_24_modules=compressed_24,
-            ignore=ignore,
+            ignore=dense_linears if compressed_24 else [],
             extra_files={"report.json": json.dumps(report, indent=2) + "\n"},
             overwrite=overwrite,
         )
