@@ -76,7 +76,23 @@ def render() -> str:
             "",
             "Driver phases (s): " + ", ".join(f"{k.removesuffix('_s')} {v:.2f}" for k, v in t.items()),
             "",
+            "Reading: the two forward passes over 128 × 2048 tokens per layer (statistics, then the next layer's "
+            "inputs) are the compute floor (≈ 9 s); the output pass also computes ΔW·x for every Linear to report "
+            "its output error (one more matmul per Linear, ≈ 5 s). Only one decoder layer (plus its dense copy for "
+            "the error) and the 2 GiB of hidden states are on the GPU.",
+            "",
         ]
+    lines += [
+        "## Notes",
+        "",
+        "- SmolLM2-135M is a small, heavily trained model, so every pruning pattern costs far more perplexity "
+        "than on LLaMA-7B; the ordering matches the Wanda paper: magnitude ≫ Wanda at every pattern, and "
+        "for Wanda 50% unstructured < 4:8 < 2:4.",
+        "- The embedded model is a Q4_1 GGUF dequantised on load; the `wiki` set is SQuAD's Wikipedia "
+        "paragraphs, not WikiText-2, so the figures are not comparable to the papers' tables.",
+        "- CPU and GPU rows differ in calibration size, dtype (fp32 vs bf16) and number of windows.",
+        "",
+    ]
     return "\n".join(lines) + "\n"
 
 
