@@ -4,7 +4,8 @@ Calibration follows Wanda/SparseGPT (`get_c4` in locuslab/wanda lib/data.py): wi
 pick a random document longer than seqlen tokens (tokenized with the tokenizer's default special tokens, as
 the reference does), then a random window of seqlen tokens in it; repeat nsamples times.
 When fewer than nsamples documents are longer than seqlen (the embedded passages are a few hundred tokens
-each), all documents are joined in corpus order with the tokenizer's EOS token as separator into one stream (without per-document special tokens) and windows are drawn from it, instead of dropping
+each), all documents are joined in corpus order with the tokenizer's EOS token as separator into one stream
+(without per-document special tokens) and windows are drawn from it, instead of dropping
 the short documents.
 """
 
