@@ -30,6 +30,7 @@ compress: setup
 	$(PY) -m compress run --model $(MODEL) --recipe $(RECIPE) --out $(OUT) $(CPU_ARGS) $(ARGS)
 
 test: setup
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 bench: setup
@@ -37,6 +38,7 @@ bench: setup
 
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 clean:
 	rm -rf $(VENV) out

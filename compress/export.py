@@ -180,6 +180,8 @@ def save_checkpoint(
             tokenizer.save_pretrained(tmp)
         for fname, text in (extra_files or {}).items():
             (tmp / fname).write_text(text)
+        for f in tmp.glob("*.safetensors"):
+            f.chmod(0o644)  # safetensors writes 0600; checkpoints are meant to be shared
 
         if out.exists():  # --overwrite: swap in the new folder, then remove the old one
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
