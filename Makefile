@@ -13,8 +13,14 @@ HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 # Without a GPU the default job uses a smaller calibration and 16 perplexity windows (labelled in report.json).
 CPU_ARGS ?= $(if $(HAS_GPU),,--nsamples 32 --seqlen 1024 --eval-max-windows 16)
 ARGS ?=
+# Zero-shot on CPU: the first 50 examples per task and 16 perplexity windows (~6 min per model on 2 cores).
+EVAL_ARGS ?= $(if $(HAS_GPU),--batch-size 64,--limit 50 --ppl-max-windows 16)
+DENSE_OUT ?= out/$(MODEL)-dense
+CHECKPOINTS ?=
+MODEL_DIR ?= $(OUT)
+REPO ?=
 
-.PHONY: setup compress test bench lint clean
+.PHONY: setup compress test bench eval compare push lint clean
 
 setup: $(VENV)/.installed
 
@@ -29,12 +35,26 @@ $(VENV)/.installed: pyproject.toml Makefile
 compress: setup
 	$(PY) -m compress run --model $(MODEL) --recipe $(RECIPE) --out $(OUT) $(CPU_ARGS) $(ARGS)
 
+eval: setup
+	$(PY) -m compress eval --model $(MODEL) $(EVAL_ARGS)
+
+# dense baseline and the default checkpoint are made on first use; add more with CHECKPOINTS="name=dir ..."
+compare: setup
+	test -d $(DENSE_OUT) || $(PY) -m compress run --model $(MODEL) --recipe recipes/dense.yaml --out $(DENSE_OUT) $(CPU_ARGS)
+	test -d $(OUT) || $(MAKE) compress
+	$(PY) -m compress compare dense=$(DENSE_OUT) $(basename $(notdir $(RECIPE)))=$(OUT) $(CHECKPOINTS) $(EVAL_ARGS) --out out/compare
+
+push: setup
+	@test -n "$(REPO)" || { echo "error: set REPO=owner/name (and MODEL_DIR=checkpoint folder)"; exit 2; }
+	$(PY) -m compress push --model-dir $(MODEL_DIR) --repo $(REPO) $(ARGS)
+
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 bench: setup
 	$(PY) bench/foundation.py $(if $(HAS_GPU),--batch-size 8,--nsamples 32 --seqlen 1024 --eval-max-windows 16 --json bench/foundation_cpu.json)
+	$(PY) bench/zeroshot.py $(if $(HAS_GPU),--batch-size 64,--limit 50 --nsamples 32 --seqlen 1024 --workdir out/bench-zeroshot-cpu --json bench/zeroshot_cpu.json)
 
 lint: setup
 	$(PY) -m ruff check .

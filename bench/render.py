@@ -41,6 +41,45 @@ def _smollm2(d: dict, title: str) -> list[str]:
     return lines
 
 
+ZS_TASKS = ["boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"]
+ZS_LABELS = ["BoolQ", "RTE", "HellaSwag", "WinoGrande", "ARC-e", "ARC-c", "OBQA"]
+
+
+def _zeroshot(d: dict, title: str) -> list[str]:
+    run, cal = d["run"], d["calibration"]
+    ck = d["checkpoints"]
+    limit = next(iter(ck.values()))["limit"]
+    lines = [
+        f"### {title}",
+        "",
+        f"Command: `{run['command']}` — machine: {run['machine']} — date: {run['date']}.",
+        f"Checkpoints made by the pipeline with {cal['nsamples']} × {cal['seqlen']} tokens of `{cal['dataset']}`, "
+        f"model in {d['dtype']}; lm-eval 0.4.13, 0-shot, lm-eval's own task definitions on the embedded "
+        f"validation files ({'full sets' if limit is None else f'first {limit} examples per task'}; ARC and "
+        "OBQA use validation, the papers use test). `acc` in %, ± its standard error; mean = mean `acc`.",
+        "",
+        "| checkpoint | " + " | ".join(ZS_LABELS) + " | mean | size (MB) | eval wall (s) |",
+        "|---|" + "---:|" * (len(ZS_LABELS) + 3),
+    ]
+    for name, r in ck.items():
+        cells = [f"{100 * r[t]['acc']:.1f} ± {100 * r[t]['acc_stderr']:.1f}" for t in ZS_TASKS]
+        lines.append(
+            f"| {name} | " + " | ".join(cells) + f" | {100 * r['mean_acc']:.2f} | "
+            f"{r['size_bytes'] / 1e6:.0f} | {r['wall_s']:.0f} |"
+        )
+    norm = [
+        f"{name}: "
+        + ", ".join(
+            f"{lab} {100 * r[t]['acc_norm']:.1f}"
+            for t, lab in zip(ZS_TASKS, ZS_LABELS, strict=True)
+            if r[t].get("acc_norm") is not None
+        )
+        for name, r in ck.items()
+    ]
+    lines += ["", "`acc_norm` where the task has it — " + "; ".join(norm) + ".", ""]
+    return lines
+
+
 def render() -> str:
     lines = [
         "# Benchmarks",
@@ -82,6 +121,13 @@ def render() -> str:
             "the error) and the 2 GiB of hidden states are on the GPU.",
             "",
         ]
+    zs_gpu, zs_cpu = ROOT / "bench/zeroshot.json", ROOT / "bench/zeroshot_cpu.json"
+    if zs_gpu.exists() or zs_cpu.exists():
+        lines += ["## Zero-shot (issue #3): SmolLM2-135M on the seven tasks of the pruning papers", ""]
+    if zs_gpu.exists():
+        lines += _zeroshot(json.loads(zs_gpu.read_text()), "GPU, full validation sets")
+    if zs_cpu.exists():
+        lines += _zeroshot(json.loads(zs_cpu.read_text()), "CPU, reduced (labelled: example limit per task)")
     lines += [
         "## Notes",
         "",
@@ -91,6 +137,10 @@ def render() -> str:
         "- The embedded model is a Q4_1 GGUF dequantised on load; the `wiki` set is SQuAD's Wikipedia "
         "paragraphs, not WikiText-2, so the figures are not comparable to the papers' tables.",
         "- CPU and GPU rows differ in calibration size, dtype (fp32 vs bf16) and number of windows.",
+        "- Zero-shot: SmolLM2-135M sits near chance on several tasks (RTE, WinoGrande, BoolQ, ARC-c), so "
+        "differences there are within one or two standard errors; HellaSwag and ARC-e carry the signal "
+        "(dense > Wanda 50% > Wanda 2:4 > magnitude 2:4). BoolQ *rises* after pruning because the dense "
+        "model answers 'no' far more often than the 62% 'yes' base rate.",
         "",
     ]
     return "\n".join(lines) + "\n"

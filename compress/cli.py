@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from compress.errors import UserError
+from compress.lm_tasks import PAPER_TASKS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,6 +34,33 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    def eval_args(sp):
+        sp.add_argument("--tasks", default=",".join(PAPER_TASKS), help="comma-separated lm-eval task names")
+        sp.add_argument("--limit", type=int, help="examples per task (CPU runs); omit for the full sets")
+        sp.add_argument("--task-source", default="auto", help="auto | embedded | hub (auto: hub when reachable)")
+        sp.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+        sp.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
+        sp.add_argument("--batch-size", type=int, default=8)
+        sp.add_argument("--ppl", default="wiki", help="perplexity sets, comma-separated ('' to skip)")
+        sp.add_argument("--ppl-seqlen", type=int, default=2048)
+        sp.add_argument("--ppl-max-windows", type=int, help="first K perplexity windows only (CPU runs)")
+
+    e = sub.add_parser("eval", help="zero-shot scores (lm-eval) and perplexity of one model or checkpoint")
+    e.add_argument("--model", required=True, help="alias, Hub id, .gguf, model folder or checkpoint folder")
+    e.add_argument("--out", type=Path, help="also write compare.md/.json/.png here")
+    eval_args(e)
+    c = sub.add_parser("compare", help="evaluate a dense model and checkpoints side by side; table + plot")
+    c.add_argument("models", nargs="+", metavar="NAME=MODEL", help="the first is the dense baseline")
+    c.add_argument("--out", type=Path, default=Path("out/compare"), help="folder for compare.md/.json/.png")
+    eval_args(c)
+    k = sub.add_parser("card", help="(re)write README.md of a checkpoint folder from its measured results")
+    k.add_argument("--model-dir", required=True, type=Path)
+    h = sub.add_parser("push", help="upload a checkpoint folder to the Hugging Face Hub")
+    h.add_argument("--model-dir", required=True, type=Path)
+    h.add_argument("--repo", required=True, help="owner/name")
+    h.add_argument("--public", action="store_true", help="create a public repo (default: private)")
+    h.add_argument("--dry-run", action="store_true", help="validate and list files; no network")
     return p
 
 
@@ -56,35 +84,119 @@ def _summary(report: dict, out: Path) -> str:
     return "\n".join(lines)
 
 
+def _run(args) -> None:
+    from compress.config import RunConfig, load_recipe, override
+    from compress.pipeline import run
+
+    recipe = override(
+        load_recipe(args.recipe),
+        nsamples=args.nsamples,
+        seqlen=args.seqlen,
+        dtype=args.dtype,
+        eval_max_windows=args.eval_max_windows,
+    )
+    cfg = RunConfig(
+        model=args.model,
+        recipe=recipe,
+        device=args.device,
+        recipe_path=str(args.recipe),
+        checkpoint_every_s=args.checkpoint_every,
+    )
+    report = run(cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress, log=_log)
+    print(_summary(report, args.out))
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _evaluate_all(args, named: list[tuple[str, str]]):
+    from compress.config import EvalConfig
+    from compress.evaluate import evaluate, resolve_task_source
+    from compress.models import resolve_dtype
+    from compress.pipeline import resolve_device
+
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    source = resolve_task_source(args.task_source)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    ppl_sets = tuple(d.strip() for d in args.ppl.split(",") if d.strip())
+    try:
+        ppl = EvalConfig(ppl_sets, args.ppl_seqlen, args.ppl_max_windows) if ppl_sets else None
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    results = [
+        evaluate(
+            name,
+            model,
+            tasks=tasks,
+            limit=args.limit,
+            perplexity=ppl,
+            device=device,
+            dtype=dtype,
+            batch_size=args.batch_size,
+            task_source=source,
+            log=_log,
+        )
+        for name, model in named
+    ]
+    meta = {
+        "limit": args.limit,
+        "task_source": source,
+        "device": str(device),
+        "dtype": str(dtype),
+        "ppl_seqlen": args.ppl_seqlen,
+        "ppl_max_windows": args.ppl_max_windows,
+        "wall_s": {r.name: round(r.wall_s, 1) for r in results},
+    }
+    return results, meta
+
+
+def _compare(args, named: list[tuple[str, str]]) -> None:
+    import json
+
+    from compress.card import write_card
+    from compress.compare import markdown, rows, write
+    from compress.evaluate import is_checkpoint_folder
+
+    results, meta = _evaluate_all(args, named)
+    table = rows(results)
+    files = write(table, args.out, meta) if args.out is not None else {}
+    md = markdown(table)
+    print(md)
+    for r, row in zip(results, table, strict=True):
+        folder = Path(r.model)
+        if is_checkpoint_folder(folder):  # measured scores go into the checkpoint's card
+            (folder / "zeroshot.json").write_text(json.dumps({"meta": meta, "row": row, "table_md": md}, indent=2))
+            write_card(folder)
+    if files:
+        print("wrote " + ", ".join(str(f) for f in files.values()))
+    print("cached: " + "; ".join(f"{r.name}: {len(r.cached)} results" for r in results))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
-        from compress.config import RunConfig, load_recipe, override
-        from compress.pipeline import run
+        if args.cmd == "run":
+            _run(args)
+        elif args.cmd == "eval":
+            _compare(args, [(Path(args.model).name or args.model, args.model)])
+        elif args.cmd == "compare":
+            named = []
+            for item in args.models:
+                name, sep, model = item.partition("=")
+                named.append((name, model) if sep else (Path(item).name, item))
+            _compare(args, named)
+        elif args.cmd == "card":
+            from compress.card import write_card
 
-        recipe = override(
-            load_recipe(args.recipe),
-            nsamples=args.nsamples,
-            seqlen=args.seqlen,
-            dtype=args.dtype,
-            eval_max_windows=args.eval_max_windows,
-        )
-        cfg = RunConfig(
-            model=args.model,
-            recipe=recipe,
-            device=args.device,
-            recipe_path=str(args.recipe),
-            checkpoint_every_s=args.checkpoint_every,
-        )
-        report = run(
-            cfg,
-            args.out,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-            log=lambda m: print(m, file=sys.stderr),
-        )
-        print(_summary(report, args.out))
+            print(f"wrote {write_card(args.model_dir)}")
+        elif args.cmd == "push":
+            from compress.hub import push
+
+            url = push(args.model_dir, args.repo, private=not args.public, dry_run=args.dry_run, log=print)
+            print("dry run: nothing uploaded" if url is None else f"pushed: {url}")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -196,7 +196,7 @@ def save_checkpoint(
     return out
 
 
-def _weight_files(folder: Path) -> list[Path]:
+def weight_files(folder: Path) -> list[Path]:
     index = folder / INDEX_FILE
     if index.exists():
         return sorted({folder / f for f in json.loads(index.read_text())["weight_map"].values()})
@@ -209,7 +209,7 @@ def _weight_files(folder: Path) -> list[Path]:
 def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     """All tensors of a checkpoint folder, 2:4-compressed weights decoded back to dense `.weight`s."""
     raw: dict[str, torch.Tensor] = {}
-    for f in _weight_files(folder):
+    for f in weight_files(folder):
         if not f.exists():
             raise UserError(f"checkpoint file {f} is missing; re-export the checkpoint")
         try:

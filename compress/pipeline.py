@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from compress.card import write_card
 from compress.config import PruneConfig, RunConfig, to_dict
 from compress.data import calibration_windows, load_calibration_corpus, perplexity_text
 from compress.environment import environment, peak_memory
@@ -211,6 +212,7 @@ def run(cfg: RunConfig, out: Path, overwrite: bool = False, progress: bool = Tru
     # export time is known only now: rewrite the report in the finished folder
     report["timings_s"] = dict(timer)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_card(out)
     if checkpoint is not None:
         checkpoint.remove()
     return report
