@@ -39,13 +39,16 @@ def process_docs(dataset):
 
 def check_tasks(tasks: list[str], offline: bool) -> list[str]:
     """Unknown task names get the close matches in the message."""
-    known = PAPER_TASKS if offline else None
-    if known is None:
-        return list(tasks)
+    if offline:
+        known = PAPER_TASKS
+    else:
+        from lm_eval.tasks import TaskManager
+
+        known = TaskManager().all_tasks
     for t in tasks:
         if t not in known:
             close = difflib.get_close_matches(t, known, n=3, cutoff=0.5)
-            hint = f"did you mean {', '.join(close)}?" if close else f"offline tasks: {', '.join(known)}"
+            hint = f"did you mean {', '.join(close)}?" if close else f"known tasks: {', '.join(list(known)[:10])}, ..."
             raise UserError(f"unknown task {t!r}; {hint}")
     return list(tasks)
 

@@ -10,11 +10,18 @@ from compress.cli import main
 from compress.compare import markdown, plot, rows
 from compress.errors import UserError
 from compress.evaluate import Evaluated, evaluate
-from compress.hub import check_repo_id, push, validate_folder
+from compress.hub import check_repo_id, validate_folder
 from compress.lm_tasks import PAPER_TASKS, check_tasks, offline_task_manager
 
-ROWS = {"boolq": 3270, "rte": 277, "hellaswag": 10042, "winogrande": 1267, "arc_easy": 570, "arc_challenge": 299,
-        "openbookqa": 500}
+ROWS = {
+    "boolq": 3270,
+    "rte": 277,
+    "hellaswag": 10042,
+    "winogrande": 1267,
+    "arc_easy": 570,
+    "arc_challenge": 299,
+    "openbookqa": 500,
+}
 
 
 def _standard_schema(task, row):
@@ -43,7 +50,9 @@ def test_offline_tasks_render_exactly_like_the_standard_tasks(offline_tasks, mon
     from lm_eval.tasks import TaskManager, get_task_dict
 
     real = datasets.load_dataset
-    rows = {name: [dict(d) for d in task.dataset["validation"].select(range(5))] for name, task in offline_tasks.items()}
+    rows = {
+        name: [dict(d) for d in task.dataset["validation"].select(range(5))] for name, task in offline_tasks.items()
+    }
     by_path = {}
 
     def fake_load_dataset(path=None, name=None, **kwargs):
@@ -73,15 +82,29 @@ def test_unknown_task_lists_close_matches():
 
 
 def _evaluated(name, accs, ppl, size, sparsity):
-    z = {t: {"acc": a, "acc_stderr": 0.01, **({"acc_norm": a + 0.01} if t == "arc_easy" else {})}
-         for t, a in accs.items()}
-    return Evaluated(name, f"/x/{name}", "fp", zeroshot=z, perplexity={"wiki": ppl}, size_bytes=size,
-                     parameters=100, sparsity=sparsity)
+    z = {
+        t: {"acc": a, "acc_stderr": 0.01, **({"acc_norm": a + 0.01} if t == "arc_easy" else {})}
+        for t, a in accs.items()
+    }
+    return Evaluated(
+        name,
+        f"/x/{name}",
+        "fp",
+        zeroshot=z,
+        perplexity={"wiki": ppl},
+        size_bytes=size,
+        parameters=100,
+        sparsity=sparsity,
+    )
 
 
 def test_table_and_plot_from_fixed_results(tmp_path):
-    table = rows([_evaluated("dense", {"rte": 0.6, "arc_easy": 0.5}, 20.0, 400, 0.0),
-                  _evaluated("2of4", {"rte": 0.5, "arc_easy": 0.4}, 30.0, 250, 0.45)])
+    table = rows(
+        [
+            _evaluated("dense", {"rte": 0.6, "arc_easy": 0.5}, 20.0, 400, 0.0),
+            _evaluated("2of4", {"rte": 0.5, "arc_easy": 0.4}, 30.0, 250, 0.45),
+        ]
+    )
     assert table[0]["mean_acc"] == pytest.approx(55.0) and table[1]["mean_acc"] == pytest.approx(45.0)
     assert table[1]["delta_vs_dense"] == pytest.approx(-10.0) and table[1]["bits_per_param"] == pytest.approx(20.0)
     md = markdown(table)
@@ -119,8 +142,12 @@ def checkpoint(tmp_path_factory):
     from compress.config import CalibrationConfig, EvalConfig, PruneConfig, Recipe, RunConfig
     from compress.pipeline import run
 
-    recipe = Recipe(name="wanda-2of4", calibration=CalibrationConfig(nsamples=4, seqlen=128),
-                    prune=PruneConfig("wanda", "2:4"), eval=EvalConfig(("wiki",), 256, 2))
+    recipe = Recipe(
+        name="wanda-2of4",
+        calibration=CalibrationConfig(nsamples=4, seqlen=128),
+        prune=PruneConfig("wanda", "2:4"),
+        eval=EvalConfig(("wiki",), 256, 2),
+    )
     folder = tmp_path_factory.mktemp("zs") / "ckpt"
     run(RunConfig("smollm2-135m", recipe, device="cpu"), folder, progress=False, log=lambda m: None)
     return folder
@@ -130,8 +157,14 @@ def checkpoint(tmp_path_factory):
 def test_real_lm_eval_run_cache_and_invalidation(checkpoint, tmp_path, monkeypatch):
     monkeypatch.setenv("LLM_COMPRESS_CACHE", str(tmp_path / "cache"))  # fresh results cache
     monkeypatch.setattr("compress.assets.cache_dir", lambda: tmp_path / "cache")
-    kwargs = dict(tasks=["rte", "arc_easy"], limit=3, device=torch.device("cpu"), dtype=torch.float32,
-                  task_source="embedded", log=lambda m: None)
+    kwargs = dict(
+        tasks=["rte", "arc_easy"],
+        limit=3,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        task_source="embedded",
+        log=lambda m: None,
+    )
     first = evaluate("w", str(checkpoint), **kwargs)
     assert first.cached == [] and set(first.zeroshot) == {"rte", "arc_easy"}
     assert 0 <= first.zeroshot["rte"]["acc"] <= 1 and "acc_norm" in first.zeroshot["arc_easy"]
@@ -152,9 +185,29 @@ def test_real_lm_eval_run_cache_and_invalidation(checkpoint, tmp_path, monkeypat
 def test_compare_writes_table_card_and_push_dry_run(checkpoint, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("compress.assets.cache_dir", lambda: tmp_path / "cache")
     out = tmp_path / "cmp"
-    rc = main(["compare", f"base={checkpoint}", f"again={checkpoint}", "--tasks", "rte", "--limit", "2",
-               "--ppl", "wiki", "--ppl-seqlen", "256", "--ppl-max-windows", "1", "--task-source", "embedded",
-               "--device", "cpu", "--out", str(out)])
+    rc = main(
+        [
+            "compare",
+            f"base={checkpoint}",
+            f"again={checkpoint}",
+            "--tasks",
+            "rte",
+            "--limit",
+            "2",
+            "--ppl",
+            "wiki",
+            "--ppl-seqlen",
+            "256",
+            "--ppl-max-windows",
+            "1",
+            "--task-source",
+            "embedded",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     data = json.loads((out / "compare.json").read_text())
     assert [r["name"] for r in data["rows"]] == ["base", "again"] and data["rows"][1]["delta_vs_dense"] == 0
