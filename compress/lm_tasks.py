@@ -29,7 +29,7 @@ STANDARD_YAML = {
     "openbookqa": "openbookqa/openbookqa.yaml",
 }
 
-_BOOLQ_ADAPTER = '''"""google/boolq rows (answer: bool) -> lm-eval's super_glue boolq schema (label: 0 = no, 1 = yes)."""
+_BOOLQ_ADAPTER = '''"""google/boolq rows (answer: bool) -> lm-eval's super_glue boolq schema (label: 0 no, 1 yes)."""
 
 
 def process_docs(dataset):
