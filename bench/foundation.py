@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -22,9 +20,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.render import run_meta, save  # noqa: E402
 from compress.config import EvalConfig, PruneConfig  # noqa: E402
 from compress.data import calibration_windows, load_calibration_corpus  # noqa: E402
-from compress.environment import environment, peak_memory  # noqa: E402
+from compress.environment import peak_memory  # noqa: E402
 from compress.models import load_model, resolve_dtype  # noqa: E402
 from compress.pipeline import evaluate_perplexity, prune_model, resolve_device  # noqa: E402
 
@@ -157,23 +156,14 @@ def main() -> None:
     args = p.parse_args()
     device = resolve_device(args.device)
     results = json.loads(args.json.read_text()) if args.json.exists() else {}
-    meta = {
-        "date": datetime.date.today().isoformat(),
-        "command": " ".join(["python", *sys.argv]),
-        "machine": f"{platform.node()} ({environment()['cuda_device'] or 'cpu'})",
-    }
+    meta = run_meta()
     if args.part in ("smollm2", "all"):
         results.update(smollm2(args, device))
         results.setdefault("runs", {})["smollm2"] = meta
     if args.part in ("llama7b", "all") and device.type == "cuda":
         results.update(llama7b_shape(args, device))
         results.setdefault("runs", {})["llama7b"] = meta
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-    from bench.render import render
-
-    (Path(__file__).resolve().parent.parent / "BENCHMARKS.md").write_text(render())
-    print(f"wrote {args.json} and BENCHMARKS.md")
+    save(args.json, results)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,31 @@ def _zeroshot(d: dict, title: str) -> list[str]:
     return lines
 
 
+def run_meta() -> dict:
+    """Date, command and machine of a benchmark run, stored beside its figures."""
+    import datetime
+    import os
+    import platform
+    import sys
+
+    from compress.environment import environment
+
+    gpu = environment()["cuda_device"] or "no GPU"
+    return {
+        "date": datetime.date.today().isoformat(),
+        "command": " ".join(["python", *sys.argv]),
+        "machine": f"{gpu}, {os.cpu_count()} CPU cores, {platform.machine()}",
+    }
+
+
+def save(path: Path, results: dict) -> None:
+    """Write a results file, then BENCHMARKS.md from all of them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    (ROOT / "BENCHMARKS.md").write_text(render())
+    print(f"wrote {path} and BENCHMARKS.md")
+
+
 def render() -> str:
     lines = [
         "# Benchmarks",

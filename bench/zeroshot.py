@@ -8,15 +8,12 @@ Each checkpoint is made by the real pipeline (`compress.pipeline.run`), then sco
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.render import run_meta, save  # noqa: E402
 from compress.config import CalibrationConfig, EvalConfig, PruneConfig, Recipe, RunConfig  # noqa: E402
 from compress.environment import environment  # noqa: E402
 from compress.evaluate import evaluate  # noqa: E402
@@ -75,18 +72,9 @@ def main() -> None:
         "checkpoints": results,
         "calibration": {"dataset": "olmo-mix", "nsamples": args.nsamples, "seqlen": args.seqlen},
         "dtype": str(dtype),
-        "run": {
-            "date": datetime.date.today().isoformat(),
-            "command": " ".join(["python", *sys.argv]),
-            "machine": f"{environment()['cuda_device'] or 'no GPU'}, {os.cpu_count()} CPU cores, {platform.machine()}",
-        },
+        "run": run_meta(),
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=2) + "\n")
-    from bench.render import render
-
-    (Path(__file__).resolve().parent.parent / "BENCHMARKS.md").write_text(render())
-    print(f"wrote {args.json} and BENCHMARKS.md")
+    save(args.json, out)
 
 
 if __name__ == "__main__":
