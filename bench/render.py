@@ -76,7 +76,9 @@ def _zeroshot(d: dict, title: str) -> list[str]:
         )
         for name, r in ck.items()
     ]
-    lines += ["", "`acc_norm` where the task has it — " + "; ".join(norm) + ".", ""]
+    lines += ["", "`acc_norm` where the task has it — " + "; ".join(norm) + "."]
+    lines += [f"{name}: {r['wall_s_note']}." for name, r in ck.items() if r.get("wall_s_note")]
+    lines.append("")
     return lines
 
 
