@@ -156,13 +156,13 @@ def _compare(args, named: list[tuple[str, str]]) -> None:
     import json
 
     from compress.card import write_card
-    from compress.compare import markdown, rows, write
+    from compress.compare import markdown, note, rows, write
     from compress.evaluate import is_checkpoint_folder
 
     results, meta = _evaluate_all(args, named)
     table = rows(results)
     files = write(table, args.out, meta) if args.out is not None else {}
-    md = markdown(table)
+    md = markdown(table, note(meta))
     print(md)
     for r, row in zip(results, table, strict=True):
         folder = Path(r.model)

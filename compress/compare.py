@@ -109,14 +109,19 @@ def plot(table: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def note(meta: dict) -> str:
+    limit = meta.get("limit")
+    return (
+        "Zero-shot accuracy (%, lm-eval `acc`, 0-shot; mean = mean of `acc` over tasks, the papers' convention); "
+        f"{'full sets' if not limit else f'first {limit} examples per task'}, tasks from {meta.get('task_source')}; "
+        f"perplexity on {meta.get('ppl_max_windows') or 'all'} windows of {meta.get('ppl_seqlen')} tokens."
+    )
+
+
 def write(table: list[dict], out: Path, meta: dict) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    note = (
-        f"Zero-shot accuracy (%, lm-eval `acc`; mean = mean of `acc` over tasks, the papers' convention), "
-        f"limit {meta.get('limit') or 'none'}, tasks from {meta.get('task_source')}."
-    )
     files = {"md": out / "compare.md", "json": out / "compare.json", "png": out / "compare.png"}
-    files["md"].write_text(markdown(table, note))
+    files["md"].write_text(markdown(table, note(meta)))
     files["json"].write_text(json.dumps({"meta": meta, "rows": table}, indent=2) + "\n")
     plot(table, files["png"])
     return files
