@@ -11,7 +11,7 @@ Recipe schema (every key optional; unknown keys are rejected):
       seed: 0
       batch_size: 1             # calibration samples per forward pass in the layer-wise driver
     prune:                      # omit for no pruning
-      method: wanda             # magnitude | wanda
+      method: wanda             # magnitude | wanda | sparsegpt
       pattern: "2:4"            # unstructured | N:M (at least N zeros in every M inputs)
       sparsity: null            # required for unstructured; must equal N/M when given with N:M
       ignore: []                # regexes (re.fullmatch) of Linear names left dense; lm_head always is
@@ -33,9 +33,9 @@ from pathlib import Path
 import yaml
 
 from compress.errors import UserError
-from prune.config import MagnitudeConfig, WandaConfig, parse_pattern
+from prune.config import MagnitudeConfig, SparseGPTConfig, WandaConfig, parse_pattern
 
-PRUNE_METHODS = {"magnitude": MagnitudeConfig, "wanda": WandaConfig}
+PRUNE_METHODS = {"magnitude": MagnitudeConfig, "wanda": WandaConfig, "sparsegpt": SparseGPTConfig}
 CALIBRATION_DATASETS = ("olmo-mix", "c4", "wikitext2")
 PERPLEXITY_DATASETS = ("wiki", "wikitext2")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -89,7 +89,7 @@ class PruneConfig:
                 raise ValueError(f"prune.ignore entry {pat!r} is not a valid regex ({e})") from None
 
     @property
-    def spec(self) -> MagnitudeConfig | WandaConfig:
+    def spec(self) -> MagnitudeConfig | WandaConfig | SparseGPTConfig:
         """The algorithm's own config (prune/config.py), which the pruning code dispatches on."""
         return PRUNE_METHODS[self.method](pattern=parse_pattern(self.pattern, self.sparsity))
 

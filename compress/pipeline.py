@@ -80,7 +80,10 @@ def prune_model(
     def step(idx: int, linears: dict[str, nn.Linear], stats: dict) -> dict[str, dict]:
         metrics = {}
         for name, lin in linears.items():
-            pruned, _ = prune_weight(method, lin.weight.data, stats[name])
+            try:
+                pruned, _ = prune_weight(method, lin.weight.data, stats[name])
+            except ValueError as e:  # e.g. a Hessian that no damping makes positive definite
+                raise UserError(f"{name}: {e}") from None
             lin.weight.data.copy_(pruned)
             metrics[name] = {"shape": list(pruned.shape), "sparsity": float((pruned == 0).float().mean())}
         return metrics

@@ -3,13 +3,15 @@
 `prune_weight(method, W, stats)` dispatches on the method's config type; see prune/config.py.
 """
 
-from prune.config import NM, MagnitudeConfig, PruneMethod, Unstructured, WandaConfig, parse_pattern
+from prune.config import NM, MagnitudeConfig, PruneMethod, SparseGPTConfig, Unstructured, WandaConfig, parse_pattern
 from prune.step import make_stats, prune_weight
 
 __all__ = [
     "MagnitudeConfig",
     "NM",
     "PruneMethod",
+    "SparseGPTConfig",
+    "SparseGPTConfig",
     "Unstructured",
     "WandaConfig",
     "make_stats",

@@ -82,4 +82,19 @@ class WandaConfig:
     pattern: Pattern
 
 
-PruneMethod = MagnitudeConfig | WandaConfig
+@dataclass(frozen=True)
+class SparseGPTConfig:
+    """SparseGPT (Frantar & Alistarh 2023): OBS mask selection and weight update from H = 2/n sum x x^T."""
+
+    pattern: Pattern
+    blocksize: int = 128
+    percdamp: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.blocksize < 1 or (isinstance(self.pattern, NM) and self.blocksize % self.pattern.m):
+            raise ValueError(f"blocksize must be a positive multiple of M, got {self.blocksize}")
+        if not 0 < self.percdamp < 1:
+            raise ValueError(f"percdamp must be in (0, 1), got {self.percdamp}")
+
+
+PruneMethod = MagnitudeConfig | WandaConfig | SparseGPTConfig

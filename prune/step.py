@@ -6,9 +6,10 @@ from functools import singledispatch
 
 import torch
 
-from prune.config import MagnitudeConfig, WandaConfig
+from prune.config import MagnitudeConfig, SparseGPTConfig, WandaConfig
 from prune.magnitude import magnitude_mask
-from prune.stats import ActNormSq
+from prune.sparsegpt import sparsegpt_prune
+from prune.stats import ActNormSq, Hessian
 from prune.wanda import wanda_mask
 
 
@@ -28,24 +29,37 @@ def _(method: WandaConfig, in_features: int, device):
     return ActNormSq(in_features, device)
 
 
+@make_stats.register
+def _(method: SparseGPTConfig, in_features: int, device):
+    return Hessian(in_features, device)
+
+
+def _require(stats, kind: str):
+    if stats is None or stats.nsamples == 0:
+        raise ValueError(f"{kind} needs calibration statistics, but none were collected for this layer")
+    return stats
+
+
 @singledispatch
-def compute_mask(method, W: torch.Tensor, stats) -> torch.Tensor:
+def prune_weight(method, W: torch.Tensor, stats) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (pruned W in W's dtype, keep-mask). W is not modified."""
     raise TypeError(f"no pruning method registered for {type(method).__name__}")
 
 
-@compute_mask.register
-def _(method: MagnitudeConfig, W: torch.Tensor, stats) -> torch.Tensor:
-    return magnitude_mask(W, method.pattern)
-
-
-@compute_mask.register
-def _(method: WandaConfig, W: torch.Tensor, stats: ActNormSq) -> torch.Tensor:
-    if stats is None or stats.nsamples == 0:
-        raise ValueError("Wanda needs calibration statistics, but none were collected for this layer")
-    return wanda_mask(W, stats.value, method.pattern)
-
-
-def prune_weight(method, W: torch.Tensor, stats) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (pruned W, keep-mask). W is not modified."""
-    mask = compute_mask(method, W, stats)
+@prune_weight.register
+def _(method: MagnitudeConfig, W: torch.Tensor, stats):
+    mask = magnitude_mask(W, method.pattern)
     return W * mask, mask
+
+
+@prune_weight.register
+def _(method: WandaConfig, W: torch.Tensor, stats):
+    mask = wanda_mask(W, _require(stats, "Wanda").value, method.pattern)
+    return W * mask, mask
+
+
+@prune_weight.register
+def _(method: SparseGPTConfig, W: torch.Tensor, stats):
+    H = _require(stats, "SparseGPT").H
+    W_new, mask, _ = sparsegpt_prune(W, H, method.pattern, method.blocksize, method.percdamp)
+    return W_new.to(W.dtype) * mask, mask

@@ -31,7 +31,7 @@ def test_shipped_recipes_load():
     [
         ({"prune": {"methd": "wanda"}}, "unknown key 'prune.methd'; allowed: method, pattern, sparsity, ignore"),
         ({"calibraton": {}}, "unknown key 'calibraton'"),
-        ({"prune": {"method": "obs"}}, "prune.method 'obs' is unknown; allowed: magnitude, wanda"),
+        ({"prune": {"method": "obs"}}, "prune.method 'obs' is unknown; allowed: magnitude, wanda, sparsegpt"),
         ({"prune": {"method": "wanda", "pattern": "2:4", "sparsity": 0.7}}, "means sparsity 0.5 but sparsity is 0.7"),
         ({"prune": {"method": "wanda", "pattern": "unstructured", "sparsity": 1.2}}, r"\[0, 1\)"),
         ({"calibration": {"nsamples": 0}}, "calibration.nsamples must be a positive integer"),
