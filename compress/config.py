@@ -15,6 +15,12 @@ Recipe schema (every key optional; unknown keys are rejected):
       pattern: "2:4"            # unstructured | N:M (at least N zeros in every M inputs)
       sparsity: null            # required for unstructured; must equal N/M when given with N:M
       ignore: []                # regexes (re.fullmatch) of Linear names left dense; lm_head always is
+      dsnot:                    # optional DSnoT refinement of the method's mask (omit for none)
+        max_cycles: 50
+        update_threshold: 0.1
+        pow_of_var_regrowing: 1
+        same_sign: true
+        skip: []                # e.g. [mlp]: the reference's default leaves MLP projections at the init mask
     eval:
       perplexity: [wiki]        # wiki (embedded) | wikitext2 (Hub); [] to skip
       seqlen: 2048
@@ -33,7 +39,7 @@ from pathlib import Path
 import yaml
 
 from compress.errors import UserError
-from prune.config import MagnitudeConfig, SparseGPTConfig, WandaConfig, parse_pattern
+from prune.config import DSnoTConfig, MagnitudeConfig, SparseGPTConfig, WandaConfig, parse_pattern
 
 PRUNE_METHODS = {"magnitude": MagnitudeConfig, "wanda": WandaConfig, "sparsegpt": SparseGPTConfig}
 CALIBRATION_DATASETS = ("olmo-mix", "c4", "wikitext2")
@@ -67,11 +73,24 @@ class CalibrationConfig:
 
 
 @dataclass(frozen=True)
+class DSnoTOptions:
+    """DSnoT refinement after the method (zyxxmu/DSnoT defaults). `skip`: regexes (re.search) of Linear names
+    that keep the initial mask; the reference's default `--skip_layer mlp` is skip: ['mlp']."""
+
+    max_cycles: int = 50
+    update_threshold: float = 0.1
+    pow_of_var_regrowing: float = 1.0
+    same_sign: bool = True
+    skip: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class PruneConfig:
     method: str = "wanda"
     pattern: str = "2:4"
     sparsity: float | None = None
     ignore: tuple[str, ...] = ()
+    dsnot: DSnoTOptions | None = None
 
     def __post_init__(self) -> None:
         if self.method not in PRUNE_METHODS:
@@ -89,9 +108,20 @@ class PruneConfig:
                 raise ValueError(f"prune.ignore entry {pat!r} is not a valid regex ({e})") from None
 
     @property
-    def spec(self) -> MagnitudeConfig | WandaConfig | SparseGPTConfig:
+    def spec(self) -> MagnitudeConfig | WandaConfig | SparseGPTConfig | DSnoTConfig:
         """The algorithm's own config (prune/config.py), which the pruning code dispatches on."""
-        return PRUNE_METHODS[self.method](pattern=parse_pattern(self.pattern, self.sparsity))
+        base = PRUNE_METHODS[self.method](pattern=parse_pattern(self.pattern, self.sparsity))
+        if self.dsnot is None:
+            return base
+        d = self.dsnot
+        return DSnoTConfig(base, d.max_cycles, d.update_threshold, d.pow_of_var_regrowing, d.same_sign)
+
+    def method_for(self, name: str):
+        """The spec for one Linear: DSnoT's `skip` layers keep the initial method alone."""
+        spec = self.spec
+        if isinstance(spec, DSnoTConfig) and any(re.search(p, name) for p in self.dsnot.skip):
+            return spec.init
+        return spec
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,6 @@ def prune_model(
     checkpoint: LayerwiseCheckpoint | None = None,
 ) -> LayerwiseResult:
     """Prune every targeted Linear layer by layer with the recipe's method; returns per-Linear metrics."""
-    method = cfg.spec
     targets = prunable_linears(model, cfg)
     check_prunable(targets, cfg)
 
@@ -81,7 +80,7 @@ def prune_model(
         metrics = {}
         for name, lin in linears.items():
             try:
-                pruned, _ = prune_weight(method, lin.weight.data, stats[name])
+                pruned, _ = prune_weight(cfg.method_for(name), lin.weight.data, stats[name])
             except ValueError as e:  # e.g. a Hessian that no damping makes positive definite
                 raise UserError(f"{name}: {e}") from None
             lin.weight.data.copy_(pruned)
@@ -93,7 +92,7 @@ def prune_model(
         list(windows.split(batch_size)),
         step,
         device=device,
-        make_stats=lambda name, lin: make_stats(method, lin.in_features, device),
+        make_stats=lambda name, lin: make_stats(cfg.method_for(name), lin.in_features, device),
         targets=lambda name, lin: name in targets,
         measure_error=measure_error,
         progress=progress,

@@ -3,10 +3,20 @@
 `prune_weight(method, W, stats)` dispatches on the method's config type; see prune/config.py.
 """
 
-from prune.config import NM, MagnitudeConfig, PruneMethod, SparseGPTConfig, Unstructured, WandaConfig, parse_pattern
+from prune.config import (
+    NM,
+    DSnoTConfig,
+    MagnitudeConfig,
+    PruneMethod,
+    SparseGPTConfig,
+    Unstructured,
+    WandaConfig,
+    parse_pattern,
+)
 from prune.step import make_stats, prune_weight
 
 __all__ = [
+    "DSnoTConfig",
     "MagnitudeConfig",
     "NM",
     "PruneMethod",

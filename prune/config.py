@@ -97,4 +97,25 @@ class SparseGPTConfig:
             raise ValueError(f"percdamp must be in (0, 1), got {self.percdamp}")
 
 
-PruneMethod = MagnitudeConfig | WandaConfig | SparseGPTConfig
+@dataclass(frozen=True)
+class DSnoTConfig:
+    """DSnoT refinement (Zhang et al. 2024) of the mask of `init`; defaults of zyxxmu/DSnoT main.py."""
+
+    init: MagnitudeConfig | WandaConfig | SparseGPTConfig
+    max_cycles: int = 50
+    update_threshold: float = 0.1
+    pow_of_var_regrowing: float = 1.0
+    same_sign: bool = True
+
+    @property
+    def pattern(self) -> Pattern:
+        return self.init.pattern
+
+    def __post_init__(self) -> None:
+        if self.max_cycles < 1:
+            raise ValueError(f"dsnot.max_cycles must be >= 1, got {self.max_cycles}")
+        if self.update_threshold < 0:
+            raise ValueError(f"dsnot.update_threshold must be >= 0, got {self.update_threshold}")
+
+
+PruneMethod = MagnitudeConfig | WandaConfig | SparseGPTConfig | DSnoTConfig

@@ -6,10 +6,11 @@ from functools import singledispatch
 
 import torch
 
-from prune.config import MagnitudeConfig, SparseGPTConfig, WandaConfig
+from prune.config import DSnoTConfig, MagnitudeConfig, SparseGPTConfig, WandaConfig
+from prune.dsnot import dsnot_refine
 from prune.magnitude import magnitude_mask
 from prune.sparsegpt import sparsegpt_prune
-from prune.stats import ActNormSq, Hessian
+from prune.stats import ActNormSq, ChannelStats, Hessian, StatsGroup
 from prune.wanda import wanda_mask
 
 
@@ -32,6 +33,11 @@ def _(method: WandaConfig, in_features: int, device):
 @make_stats.register
 def _(method: SparseGPTConfig, in_features: int, device):
     return Hessian(in_features, device)
+
+
+@make_stats.register
+def _(method: DSnoTConfig, in_features: int, device):
+    return StatsGroup(make_stats(method.init, in_features, device), ChannelStats(in_features, device))
 
 
 def _require(stats, kind: str):
@@ -63,3 +69,14 @@ def _(method: SparseGPTConfig, W: torch.Tensor, stats):
     H = _require(stats, "SparseGPT").H
     W_new, mask, _ = sparsegpt_prune(W, H, method.pattern, method.blocksize, method.percdamp)
     return W_new.to(W.dtype) * mask, mask
+
+
+@prune_weight.register
+def _(method: DSnoTConfig, W: torch.Tensor, stats):
+    """Initial method, then DSnoT swaps; kept weights keep the initial method's values (SparseGPT's update),
+    regrown weights get their dense value."""
+    init_stats, channel = _require(stats, "DSnoT").parts
+    W_init, keep0 = prune_weight(method.init, W, init_stats)
+    keep = dsnot_refine(W, keep0, channel.sum_row, channel.var, channel.norm_sq.value, method.pattern,
+                        method.max_cycles, method.update_threshold, method.pow_of_var_regrowing, method.same_sign)
+    return torch.where(keep, torch.where(keep0, W_init, W), torch.zeros_like(W)), keep
