@@ -21,6 +21,7 @@ Recipe schema (every key optional; unknown keys are rejected):
         pow_of_var_regrowing: 1
         same_sign: true
         skip: []                # e.g. [mlp]: the reference's default leaves MLP projections at the init mask
+      owl: {M: 5, lam: 0.08}    # optional OWL layer-wise sparsities around `sparsity` (unstructured only)
     eval:
       perplexity: [wiki]        # wiki (embedded) | wikitext2 (Hub); [] to skip
       seqlen: 2048
@@ -85,12 +86,25 @@ class DSnoTOptions:
 
 
 @dataclass(frozen=True)
+class OWLOptions:
+    """OWL layer-wise sparsity (Yin et al. 2024): outlier threshold M x mean score, spread +/- lam."""
+
+    M: float = 5.0
+    lam: float = 0.08
+
+    def __post_init__(self) -> None:
+        if self.M <= 0 or not 0 <= self.lam < 0.5:
+            raise ValueError(f"owl needs M > 0 and 0 <= lam < 0.5, got M={self.M}, lam={self.lam}")
+
+
+@dataclass(frozen=True)
 class PruneConfig:
     method: str = "wanda"
     pattern: str = "2:4"
     sparsity: float | None = None
     ignore: tuple[str, ...] = ()
     dsnot: DSnoTOptions | None = None
+    owl: OWLOptions | None = None
 
     def __post_init__(self) -> None:
         if self.method not in PRUNE_METHODS:
@@ -101,6 +115,8 @@ class PruneConfig:
             parse_pattern(self.pattern, self.sparsity)
         except ValueError as e:
             raise ValueError(f"prune: {e}") from None
+        if self.owl is not None and self.pattern.strip().lower() != "unstructured":
+            raise ValueError(f"prune.owl distributes unstructured sparsity only; pattern is {self.pattern!r}")
         for pat in self.ignore:
             try:
                 re.compile(pat)

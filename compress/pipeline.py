@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -21,7 +22,10 @@ from compress.layerwise import LayerwiseResult, run_layerwise
 from compress.models import context_length, decoder_layers, load_model, resolve_dtype
 from compress.resume import LayerwiseCheckpoint, run_key
 from eval.perplexity import perplexity, token_windows
-from prune import NM, make_stats, prune_weight
+from prune import NM, DSnoTConfig, Unstructured, make_stats, prune_weight
+from prune.owl import outlier_ratio, owl_sparsities
+from prune.stats import ActNormSq
+from prune.wanda import wanda_scores
 
 
 def resolve_device(name: str) -> torch.device:
@@ -75,12 +79,16 @@ def prune_model(
     """Prune every targeted Linear layer by layer with the recipe's method; returns per-Linear metrics."""
     targets = prunable_linears(model, cfg)
     check_prunable(targets, cfg)
+    per_linear = owl_methods(model, windows, cfg, targets, device, batch_size, progress) if cfg.owl else {}
+
+    def method_for(name: str):
+        return per_linear.get(name) or cfg.method_for(name)
 
     def step(idx: int, linears: dict[str, nn.Linear], stats: dict) -> dict[str, dict]:
         metrics = {}
         for name, lin in linears.items():
             try:
-                pruned, _ = prune_weight(cfg.method_for(name), lin.weight.data, stats[name])
+                pruned, _ = prune_weight(method_for(name), lin.weight.data, stats[name])
             except ValueError as e:  # e.g. a Hessian that no damping makes positive definite
                 raise UserError(f"{name}: {e}") from None
             lin.weight.data.copy_(pruned)
@@ -92,12 +100,49 @@ def prune_model(
         list(windows.split(batch_size)),
         step,
         device=device,
-        make_stats=lambda name, lin: make_stats(cfg.method_for(name), lin.in_features, device),
+        make_stats=lambda name, lin: make_stats(method_for(name), lin.in_features, device),
         targets=lambda name, lin: name in targets,
         measure_error=measure_error,
         progress=progress,
         checkpoint=checkpoint,
     )
+
+
+def _with_pattern(spec, pattern):
+    if isinstance(spec, DSnoTConfig):
+        return dataclasses.replace(spec, init=dataclasses.replace(spec.init, pattern=pattern))
+    return dataclasses.replace(spec, pattern=pattern)
+
+
+def owl_methods(model, windows, cfg: PruneConfig, targets, device, batch_size, progress) -> dict:
+    """OWL: one pass over the dense model for each layer's Wanda-score outlier ratio, then a per-Linear spec
+    with that layer's sparsity (Yin et al. 2024, Alg. 1)."""
+    ratios: dict[int, float] = {}
+    names: dict[int, list[str]] = {}
+
+    def measure(idx, linears, stats):
+        scores = [wanda_scores(lin.weight.data, stats[n].value) for n, lin in linears.items()]
+        ratios[idx] = outlier_ratio(scores, cfg.owl.M)
+        names[idx] = list(linears)
+        return {}
+
+    run_layerwise(
+        model,
+        list(windows.split(batch_size)),
+        measure,
+        device=device,
+        make_stats=lambda name, lin: ActNormSq(lin.in_features, device),
+        targets=lambda name, lin: name in targets,
+        measure_error=False,
+        progress=progress,
+    )
+    layers = sorted(ratios)
+    sparsities = owl_sparsities([ratios[i] for i in layers], cfg.spec.pattern.sparsity, cfg.owl.lam)
+    return {
+        n: _with_pattern(cfg.method_for(n), Unstructured(s))
+        for i, s in zip(layers, sparsities, strict=True)
+        for n in names[i]
+    }
 
 
 def evaluate_perplexity(model, tokenizer, cfg, device, progress=True) -> dict[str, dict]:

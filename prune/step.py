@@ -77,6 +77,16 @@ def _(method: DSnoTConfig, W: torch.Tensor, stats):
     regrown weights get their dense value."""
     init_stats, channel = _require(stats, "DSnoT").parts
     W_init, keep0 = prune_weight(method.init, W, init_stats)
-    keep = dsnot_refine(W, keep0, channel.sum_row, channel.var, channel.norm_sq.value, method.pattern,
-                        method.max_cycles, method.update_threshold, method.pow_of_var_regrowing, method.same_sign)
+    keep = dsnot_refine(
+        W,
+        keep0,
+        channel.sum_row,
+        channel.var,
+        channel.norm_sq.value,
+        method.pattern,
+        method.max_cycles,
+        method.update_threshold,
+        method.pow_of_var_regrowing,
+        method.same_sign,
+    )
     return torch.where(keep, torch.where(keep0, W_init, W), torch.zeros_like(W)), keep

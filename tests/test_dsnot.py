@@ -52,8 +52,9 @@ def test_dsnot_without_statistics_is_an_error():
 def test_recipe_composition_and_skip(tiny):
     ids = torch.randint(0, 128, (4, 16), generator=torch.Generator().manual_seed(0))
     cfg = PruneConfig("sparsegpt", "2:4", dsnot=DSnoTOptions(skip=("mlp",)))
-    assert isinstance(cfg.spec, DSnoTConfig) and isinstance(cfg.method_for("model.layers.0.mlp.up_proj"),
-                                                            SparseGPTConfig)
+    assert isinstance(cfg.spec, DSnoTConfig) and isinstance(
+        cfg.method_for("model.layers.0.mlp.up_proj"), SparseGPTConfig
+    )
     result = prune_model(tiny, ids, cfg, torch.device("cpu"), progress=False)
     for name in result.metrics:
         assert satisfies_nm(tiny.get_submodule(name).weight, 2, 4)
