@@ -82,6 +82,61 @@ def _zeroshot(d: dict, title: str) -> list[str]:
     return lines
 
 
+PR_CELLS = ["50", "60", "70", "4of8", "2of4"]
+PR_LABELS = ["50%", "60%", "70%", "4:8", "2:4"]
+
+
+def _fmt(x) -> str:
+    return "—" if x is None else (f"{x:.1f}" if x < 1e4 else f"{x:.3g}")
+
+
+def _pruning(gpu: dict | None, cpu: dict | None) -> list[str]:
+    lines = ["## Pruning methods (issue #4): SmolLM2-135M wiki perplexity", ""]
+    if gpu:
+        run, cal = gpu["run"], gpu["calibration"]
+        lines += [
+            f"H200, {cal['nsamples']} × {cal['seqlen']} `{cal['dataset']}` calibration, {cal['dtype']}, "
+            f"{cal['eval_windows']} windows — date {run['date']}. Command: `{run['smollm2']}`. "
+            "— = not measured.",
+            "",
+            f"Dense: {gpu['wiki_ppl']['dense']:.2f}.",
+            "",
+            "| method | " + " | ".join(PR_LABELS) + " |",
+            "|---|" + "---:|" * len(PR_CELLS),
+        ]
+        for m, row in gpu["wiki_ppl"].items():
+            if m != "dense":
+                lines.append(f"| {m} | " + " | ".join(_fmt(row.get(c)) for c in PR_CELLS) + " |")
+        t = gpu.get("time_s_7b_shape", {})
+        lines += [
+            "",
+            f"Time on the Llama-2-7B-shaped model (H200, bf16, 128 × 2048 calibration, 2:4), command "
+            f"`{run['llama7b']}`: the method's own compute (the driver's `step`, scaled from the layers timed "
+            "to 32) — "
+            + "; ".join(f"{m} {v['estimated_32_layers_step_s']:.2f} s" for m, v in t.items() if v)
+            + "; whole calibrate + prune (scaled, includes per-call overhead ×16): "
+            + "; ".join(f"{m} {v['estimated_32_layers_s']:.0f} s" for m, v in t.items() if v)
+            + ". Not measured: "
+            + ", ".join(m for m, v in t.items() if not v)
+            + ".",
+            "",
+        ]
+    if cpu:
+        cal = cpu["calibration"]
+        lines += [
+            f"CPU cells (labelled: {cal['nsamples']} × {cal['seqlen']} calibration, fp32, first "
+            f"{cal['eval_windows']} windows of 2048), command `{cpu['run']['command']}` — dense "
+            f"{cpu['wiki_ppl']['dense']:.2f}:",
+            "",
+        ]
+        lines += ["| method | " + " | ".join(PR_LABELS) + " |", "|---|" + "---:|" * len(PR_CELLS)]
+        for m, row in cpu["wiki_ppl"].items():
+            if m != "dense":
+                lines.append(f"| {m} | " + " | ".join(_fmt(row.get(c)) for c in PR_CELLS) + " |")
+        lines.append("")
+    return lines
+
+
 def run_meta() -> dict:
     """Date, command and machine of a benchmark run, stored beside its figures."""
     import datetime
@@ -155,6 +210,14 @@ def render() -> str:
         lines += _zeroshot(json.loads(zs_gpu.read_text()), "GPU, full validation sets")
     if zs_cpu.exists():
         lines += _zeroshot(json.loads(zs_cpu.read_text()), "CPU, reduced (labelled: example limit per task)")
+    pr_gpu, pr_cpu = ROOT / "bench/pruning.json", ROOT / "bench/pruning_cpu.json"
+    if pr_gpu.exists() or pr_cpu.exists():
+        lines += _pruning(
+            json.loads(pr_gpu.read_text()) if pr_gpu.exists() else None,
+            json.loads(pr_cpu.read_text())
+            if pr_cpu.exists() and "calibration" in json.loads(pr_cpu.read_text())
+            else None,
+        )
     lines += [
         "## Notes",
         "",

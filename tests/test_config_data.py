@@ -11,6 +11,14 @@ from compress.models import resolve_model
 from compress.pipeline import check_prunable, prunable_linears
 
 
+def test_every_shipped_recipe_is_valid():
+    from pathlib import Path
+
+    for f in sorted(Path("recipes").glob("*.yaml")):
+        r = load_recipe(f)
+        assert r.prune is None or r.prune.spec is not None
+
+
 def test_shipped_recipes_load():
     for name, method, pattern in [
         ("wanda-2of4", "wanda", "2:4"),
