@@ -156,7 +156,10 @@ def main() -> None:
     args = p.parse_args()
     device = resolve_device(args.device)
     results = json.loads(args.json.read_text()) if args.json.exists() else {}
-    results["run"] = run_meta()
+    meta = run_meta()
+    if "run" in results and results["run"].get("command"):  # several invocations fill one results file
+        meta["command"] = results["run"]["command"] + "`, then `" + meta["command"]
+    results["run"] = meta
     if args.part in ("smollm2", "all"):
         smollm2(args, device, results)
     if args.part in ("llama7b", "all") and device.type == "cuda":
