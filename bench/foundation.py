@@ -9,7 +9,6 @@ Parts:
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import sys
@@ -20,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.render import run_meta, save  # noqa: E402
+from bench.render import common_args, run_meta, save  # noqa: E402
 from compress.config import EvalConfig, PruneConfig  # noqa: E402
 from compress.data import calibration_windows, load_calibration_corpus  # noqa: E402
 from compress.environment import peak_memory  # noqa: E402
@@ -142,16 +141,8 @@ def llama7b_shape(args, device: torch.device) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--part", choices=["smollm2", "llama7b", "all"], default="all")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--nsamples", type=int, default=128)
-    p.add_argument("--seqlen", type=int, default=2048)
-    p.add_argument("--batch-size", type=int, default=1)
+    p = common_args(batch_size=1)
     p.add_argument("--no-error", action="store_true", help="skip the per-Linear output-error measurement")
-    p.add_argument("--eval-seqlen", type=int, default=2048)
-    p.add_argument("--eval-max-windows", type=int)
     p.add_argument("--json", type=Path, default=Path("bench/foundation.json"))
     args = p.parse_args()
     device = resolve_device(args.device)

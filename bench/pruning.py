@@ -5,7 +5,6 @@ method on a Llama-2-7B-shaped model (GPU). Writes bench/pruning.json (after ever
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import sys
@@ -16,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.render import run_meta, save  # noqa: E402
+from bench.render import common_args, run_meta, save  # noqa: E402
 from compress.config import DSnoTOptions, EvalConfig, OWLOptions, PruneConfig  # noqa: E402
 from compress.data import calibration_windows, load_calibration_corpus  # noqa: E402
 from compress.models import load_model, resolve_dtype  # noqa: E402
@@ -140,15 +139,7 @@ def llama7b(args, device, results) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--part", choices=["smollm2", "llama7b", "all"], default="all")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--nsamples", type=int, default=128)
-    p.add_argument("--seqlen", type=int, default=2048)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--eval-seqlen", type=int, default=2048)
-    p.add_argument("--eval-max-windows", type=int)
+    p = common_args(batch_size=8)
     p.add_argument("--llama-layers", type=int, default=4, help="decoder layers timed (the rest extrapolated)")
     p.add_argument("--only", help="comma-separated method names, e.g. wanda,wanda+dsnot")
     p.add_argument("--cells", help="comma-separated cells, e.g. 60,70")

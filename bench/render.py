@@ -137,6 +137,22 @@ def _pruning(gpu: dict | None, cpu: dict | None) -> list[str]:
     return lines
 
 
+def common_args(batch_size: int):
+    """The arguments every SmolLM2/7B-shape benchmark takes."""
+    import argparse
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--part", choices=["smollm2", "llama7b", "all"], default="all")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--nsamples", type=int, default=128)
+    p.add_argument("--seqlen", type=int, default=2048)
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--eval-seqlen", type=int, default=2048)
+    p.add_argument("--eval-max-windows", type=int)
+    return p
+
+
 def run_meta() -> dict:
     """Date, command and machine of a benchmark run, stored beside its figures."""
     import datetime
