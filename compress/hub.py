@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from compress.errors import UserError
-from compress.export import read_state_dict, weight_files
+from compress.export import read_state_dict
 from prune.masks import satisfies_nm
 
 REPO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -46,7 +46,6 @@ def validate_folder(folder: Path) -> list[tuple[str, int]]:
         raise UserError(f"{folder} has no tokenizer files ({' or '.join(TOKENIZER_FILES)}); re-export it")
     if not (folder / "README.md").exists():
         raise UserError(f"{folder} has no model card; run `python -m compress card --model-dir {folder}`")
-    weight_files(folder)
     return [(str(p.relative_to(folder)), p.stat().st_size) for p in sorted(folder.rglob("*")) if p.is_file()]
 
 

@@ -135,7 +135,7 @@ def run_layerwise(
     result = LayerwiseResult(hidden=hidden, metrics=dict(checkpoint.state["metrics"]) if start else {})
     finished: dict[int, dict[str, torch.Tensor]] = {}
     result.timings["capture_s"] = time.perf_counter() - t0
-    prefix = {id(layer): name for name, layer in model.named_modules() if any(layer is x for x in layers)}
+    stack = next(name for name, module in model.named_modules() if module is layers)  # e.g. "model.layers"
 
     phase = {k: 0.0 for k in ("to_device_s", "stats_pass_s", "step_s", "output_pass_s", "to_home_s")}
     clock = [time.perf_counter()]
@@ -152,11 +152,8 @@ def run_layerwise(
         tick("to_home_s")
         home = _to_device(layer, device)
         tick("to_device_s")
-        linears = {
-            f"{prefix[id(layer)]}.{n}": m
-            for n, m in layer.named_modules()
-            if isinstance(m, nn.Linear) and targets(f"{prefix[id(layer)]}.{n}", m)
-        }
+        named = {f"{stack}.{idx}.{n}": m for n, m in layer.named_modules() if isinstance(m, nn.Linear)}
+        linears = {n: m for n, m in named.items() if targets(n, m)}
         stats = {n: (make_stats(n, m) if make_stats else None) for n, m in linears.items()}
 
         # Pass 1: statistics from the unmodified layer.
