@@ -36,12 +36,6 @@ def configs():
             name = method + ("+dsnot" if dsnot else "")
             for cell, (pattern, sparsity) in PATTERNS.items():
                 yield name, cell, PruneConfig(method, pattern, sparsity, dsnot=DSnoTOptions() if dsnot else None)
-    for cell in ("60", "70"):  # the reference's default: MLP projections keep the initial mask
-        yield (
-            "wanda+dsnot-skipmlp",
-            cell,
-            PruneConfig("wanda", "unstructured", PATTERNS[cell][1], dsnot=DSnoTOptions(skip=("mlp",))),
-        )
     for dsnot in (False, True):
         for cell in ("50", "60", "70"):
             yield (
@@ -54,6 +48,13 @@ def configs():
                     dsnot=DSnoTOptions() if dsnot else None,
                     owl=OWLOptions(),
                 ),
+            )
+    for method in ("magnitude", "wanda", "sparsegpt"):  # the reference's default: MLP projections keep the mask
+        for cell, (pattern, sparsity) in PATTERNS.items():
+            yield (
+                method + "+dsnot-skipmlp",
+                cell,
+                PruneConfig(method, pattern, sparsity, dsnot=DSnoTOptions(skip=("mlp",))),
             )
 
 
@@ -115,7 +116,11 @@ def llama7b(args, device, results) -> None:
         ("wanda", PruneConfig("wanda", "2:4")),
         ("wanda+dsnot", PruneConfig("wanda", "2:4", dsnot=DSnoTOptions())),
         ("sparsegpt", PruneConfig("sparsegpt", "2:4")),
+        ("sparsegpt+dsnot", PruneConfig("sparsegpt", "2:4", dsnot=DSnoTOptions())),
+        ("owl+wanda", PruneConfig("wanda", "unstructured", 0.7, owl=OWLOptions())),  # OWL is unstructured-only
     ]:
+        if args.only and name not in args.only.split(","):
+            continue
         model = copy.deepcopy(base)
         torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -148,8 +153,8 @@ def main() -> None:
     device = resolve_device(args.device)
     results = json.loads(args.json.read_text()) if args.json.exists() else {}
     meta = run_meta()
-    if "run" in results and results["run"].get("command"):  # several invocations fill one results file
-        meta["command"] = results["run"]["command"] + "`, then `" + meta["command"]
+    previous = results.get("run", {})  # several invocations (one GPU call each) fill one results file
+    meta["commands"] = previous.get("commands", []) + [f"{meta.pop('command')} ({meta['date']}, {meta['machine']})"]
     results["run"] = meta
     if args.part in ("smollm2", "all"):
         smollm2(args, device, results)

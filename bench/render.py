@@ -96,7 +96,7 @@ def _pruning(gpu: dict | None, cpu: dict | None) -> list[str]:
         run, cal = gpu["run"], gpu["calibration"]
         lines += [
             f"H200, {cal['nsamples']} × {cal['seqlen']} `{cal['dataset']}` calibration, {cal['dtype']}, "
-            f"{cal['eval_windows']} windows — date {run['date']}. Command: `{run['smollm2']}`. "
+            f"{cal['eval_windows']} windows. Commands: " + "; ".join(f"`{c}`" for c in run["commands"]) + ". "
             "— = not measured.",
             "",
             f"Dense: {gpu['wiki_ppl']['dense']:.2f}.",
@@ -110,9 +110,9 @@ def _pruning(gpu: dict | None, cpu: dict | None) -> list[str]:
         t = gpu.get("time_s_7b_shape", {})
         lines += [
             "",
-            f"Time on the Llama-2-7B-shaped model (H200, bf16, 128 × 2048 calibration, 2:4), command "
-            f"`{run['llama7b']}`: the method's own compute (the driver's `step`, scaled from the layers timed "
-            "to 32) — "
+            "Time on the Llama-2-7B-shaped model (H200, bf16, 128 × 2048 calibration, 2:4; OWL at 70% unstructured), "
+            "commands above with `--part llama7b`: the method's own compute (the driver's `step`, "
+            "scaled from the layers timed to 32) — "
             + "; ".join(f"{m} {v['estimated_32_layers_step_s']:.2f} s" for m, v in t.items() if v)
             + "; whole calibrate + prune (scaled, includes per-call overhead ×16): "
             + "; ".join(f"{m} {v['estimated_32_layers_s']:.0f} s" for m, v in t.items() if v)
@@ -125,7 +125,9 @@ def _pruning(gpu: dict | None, cpu: dict | None) -> list[str]:
         cal = cpu["calibration"]
         lines += [
             f"CPU cells (labelled: {cal['nsamples']} × {cal['seqlen']} calibration, fp32, first "
-            f"{cal['eval_windows']} windows of 2048), command `{cpu['run']['command']}` — dense "
+            f"{cal['eval_windows']} windows of 2048), commands "
+            + "; ".join(f"`{c}`" for c in cpu["run"]["commands"])
+            + f" — dense "
             f"{cpu['wiki_ppl']['dense']:.2f}:",
             "",
         ]
