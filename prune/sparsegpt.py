@@ -33,6 +33,17 @@ def inverse_hessian_factor(H: torch.Tensor, percdamp: float, retries: int = 3) -
     raise ValueError(f"Hessian is not positive definite even with damping {damp / 10:g} x mean(diag H)")
 
 
+def sparsegpt_saliency(W: torch.Tensor, H: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:
+    """One-shot OBS saliency w^2 / diag(Hinv)^2 over the whole matrix, no weight update: the mask score
+    zyxxmu/DSnoT `prune_DSnoT` uses for `--initial_method sparsegpt` (dead inputs zeroed as in SparseGPT)."""
+    W = W.float().clone()
+    H = H.float().clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    return W**2 / torch.diag(inverse_hessian_factor(H, percdamp)).reshape(1, -1) ** 2
+
+
 def sparsegpt_prune(
     W: torch.Tensor, H: torch.Tensor, pattern: Pattern, blocksize: int = 128, percdamp: float = 0.01
 ) -> tuple[torch.Tensor, torch.Tensor, float]:

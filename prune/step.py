@@ -9,7 +9,8 @@ import torch
 from prune.config import DSnoTConfig, MagnitudeConfig, SparseGPTConfig, WandaConfig
 from prune.dsnot import dsnot_refine
 from prune.magnitude import magnitude_mask
-from prune.sparsegpt import sparsegpt_prune
+from prune.masks import mask_from_scores
+from prune.sparsegpt import sparsegpt_prune, sparsegpt_saliency
 from prune.stats import ActNormSq, ChannelStats, Hessian, StatsGroup
 from prune.wanda import wanda_mask
 
@@ -71,12 +72,28 @@ def _(method: SparseGPTConfig, W: torch.Tensor, stats):
     return W_new.to(W.dtype) * mask, mask
 
 
+@singledispatch
+def dsnot_init(method, W: torch.Tensor, stats) -> tuple[torch.Tensor, torch.Tensor]:
+    """DSnoT's starting point (weights, keep-mask): the initial method's own result."""
+    return prune_weight(method, W, stats)
+
+
+@dsnot_init.register
+def _(method: SparseGPTConfig, W: torch.Tensor, stats):
+    """As zyxxmu/DSnoT `--initial_method sparsegpt`: the mask from SparseGPT's one-shot saliency
+    w^2/diag(Hinv)^2 per row (or M-block) and the dense values, without the OBS update. DSnoT's error model
+    (e_i = sum over pruned j of W_ij s_j) assumes kept weights hold their dense values; refining a
+    SparseGPT-updated matrix with it double-compensates (measured: 2:4 ppl 120 -> 184 on SmolLM2)."""
+    keep = mask_from_scores(sparsegpt_saliency(W, _require(stats, "SparseGPT").H, method.percdamp), method.pattern)
+    return W * keep, keep
+
+
 @prune_weight.register
 def _(method: DSnoTConfig, W: torch.Tensor, stats):
-    """Initial method, then DSnoT swaps; kept weights keep the initial method's values (SparseGPT's update),
-    regrown weights get their dense value."""
+    """Initial mask, then DSnoT swaps; kept weights keep their initial values, regrown weights get their
+    dense value."""
     init_stats, channel = _require(stats, "DSnoT").parts
-    W_init, keep0 = prune_weight(method.init, W, init_stats)
+    W_init, keep0 = dsnot_init(method.init, W, init_stats)
     keep = dsnot_refine(
         W,
         keep0,

@@ -9,6 +9,7 @@ from prune import DSnoTConfig, MagnitudeConfig, SparseGPTConfig, WandaConfig, ma
 from prune.config import NM, Unstructured
 from prune.dsnot import row_error
 from prune.masks import satisfies_nm
+from prune.step import dsnot_init
 
 
 def _layer(seed=0, rows=48, cols=128):
@@ -31,7 +32,7 @@ def test_counts_kept_and_error_never_increases(init, pattern):
     W, X = _layer()
     method = DSnoTConfig(init(pattern))
     stats = _stats(method, X)
-    W0, keep0 = prune_weight(method.init, W, stats.parts[0])
+    W0, keep0 = dsnot_init(method.init, W, stats.parts[0])
     Wd, keep = prune_weight(method, W, stats)
     if isinstance(pattern, NM):
         groups = lambda k: (~k).reshape(W.shape[0], -1, pattern.m).sum(-1)  # noqa: E731
@@ -42,6 +43,20 @@ def test_counts_kept_and_error_never_increases(init, pattern):
     assert (row_error(D, keep).abs() <= row_error(D, keep0).abs() + 1e-3).all()
     assert (keep != keep0).any()  # it did refine something
     assert torch.equal(Wd[keep & keep0], W0[keep & keep0]) and torch.equal(Wd[keep & ~keep0], W[keep & ~keep0])
+
+
+def test_sparsegpt_init_is_the_one_shot_saliency_mask_with_dense_values():
+    """zyxxmu/DSnoT `--initial_method sparsegpt`: w^2/diag(Hinv)^2 mask per row, no OBS weight update."""
+    W, X = _layer(seed=1)
+    method = DSnoTConfig(SparseGPTConfig(Unstructured(0.5)))
+    stats = _stats(method, X)
+    W0, keep0 = dsnot_init(method.init, W, stats.parts[0])
+    assert torch.equal((~keep0).sum(1), torch.full((W.shape[0],), W.shape[1] // 2))
+    assert torch.equal(W0, W * keep0)
+    Wd, keep = prune_weight(method, W, stats)
+    assert torch.equal(Wd, W * keep)  # every kept value is the dense one
+    Ws, keep_s = prune_weight(method.init, W, stats.parts[0])  # SparseGPT alone does update the weights
+    assert not torch.equal(Ws[keep_s], W[keep_s])
 
 
 def test_dsnot_without_statistics_is_an_error():
