@@ -1,0 +1,334 @@
+"""2:4 runtime benchmark (issue #5), GPU only: per-GEMM table and end-to-end Llama-2-7B-shaped prefill/decode
+for dense cuBLAS, stock torch 2:4 (`to_sparse_semi_structured`) and ours (bf16 and int4 2:4).
+
+Every variant's output is checked against an fp32 matmul of the same masked (dequantised) weights before it is
+timed. GEMM timings rotate over enough weight copies that no weight is re-read from L2. Writes
+bench/runtime.json (after every section) and BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.render import run_meta, save  # noqa: E402
+from compress.runtime.linear import Sparse24Linear  # noqa: E402
+from compress.runtime.model import prepare, sparsify  # noqa: E402
+from prune.config import NM  # noqa: E402
+from prune.magnitude import magnitude_mask  # noqa: E402
+
+SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008)]  # (out N, in K)
+MS = [1, 16, 64, 512, 2048, 8192]
+L2_BYTES = 60 * 2**20
+
+
+def bench_us(fn, reps: int = 50) -> float:
+    """Median microseconds of fn() over CUDA events, after warm-up."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) * 1000)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
+    y = y.float()
+    if not torch.isfinite(y).all():
+        return float("inf")
+    return float((y - ref).norm() / ref.norm())
+
+
+def dense_mm(w, x):
+    return F.linear(x, w)
+
+
+def module_mm(module, x):
+    return module(x)
+
+
+def rotated_us(fn, items: list, x: torch.Tensor) -> float:
+    """Microseconds per call of fn(item, x), cycling over `items` (distinct weights, together > L2)."""
+    return bench_us(lambda: [fn(it, x) for it in items]) / len(items)
+
+
+def copy_bandwidth() -> float:
+    """Device-to-device copy, bytes read + written per second."""
+    a = torch.empty(2 * 2**30, dtype=torch.uint8, device="cuda")
+    b = torch.empty_like(a)
+    us = bench_us(lambda: b.copy_(a), reps=20)
+    return 2 * a.numel() / (us * 1e-6)
+
+
+def gemm_table(results: dict, bw: float, out: Path) -> None:
+    from torch.sparse import to_sparse_semi_structured
+
+    rows = results.setdefault("gemm", [])
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for n, k in SHAPES:
+        copies = max(2, int(3 * L2_BYTES // (2 * n * k)) + 1)  # weights > 3x L2 per rotation
+        dense, stock, ours, ours4 = [], [], [], []
+        for _ in range(copies):
+            W = torch.randn(n, k, device="cuda", dtype=torch.bfloat16, generator=g)
+            keep = magnitude_mask(W, NM(2, 4))
+            W = W * keep
+            lin = torch.nn.Linear(k, n, bias=False, device="cuda", dtype=torch.bfloat16)
+            lin.weight.data = W
+            dense.append(W)
+            stock.append(to_sparse_semi_structured(W))
+            sp = Sparse24Linear.from_linear(lin, keep)
+            sp.prepare_prefill()
+            ours.append(sp)
+            ours4.append(Sparse24Linear.from_linear(lin, keep, int4=True))
+        W4 = ours4[0].dense_weight().float()
+        for m in MS:
+            x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16, generator=g)
+            ref = x.float() @ dense[0].float().t()
+            ref4 = x.float() @ W4.t()
+            row = {"shape": f"{n}x{k}", "m": m}
+            row["rel_err"] = rel_err(ours[0](x), ref)
+            row["rel_err_dense"] = rel_err(F.linear(x, dense[0]), ref)
+            try:
+                row["rel_err_stock"] = rel_err(F.linear(x, stock[0]), ref)
+            except Exception as e:  # noqa: BLE001
+                row["rel_err_stock"] = None
+                row["stock_error"] = str(e).splitlines()[0][:160]
+            if m <= 64:
+                row["rel_err_int4"] = rel_err(ours4[0](x), ref4)
+            ok = row["rel_err"] < 2e-2 and row["rel_err_dense"] < 2e-2 and (m > 64 or row["rel_err_int4"] < 2e-2)
+            if not ok:
+                print(f"CORRECTNESS FAILED {row}", flush=True)
+                row["timed"] = False
+                rows.append(row)
+                continue
+
+            row["dense_us"] = rotated_us(dense_mm, dense, x)
+            if row.get("rel_err_stock") is not None:
+                row["stock_us"] = rotated_us(dense_mm, stock, x)
+            row["ours_us"] = rotated_us(module_mm, ours, x)
+            row["ours_path"] = "triton" if m <= ours[0].decode_max_m else "cusparselt"
+            if m <= 64:
+                row["ours_int4_us"] = rotated_us(module_mm, ours4, x)
+                try:  # the other path at small M, for the record
+                    from compress.runtime.cusparselt import backend
+
+                    row["cusparselt_us"] = rotated_us(lambda s, x: backend().matmul(s.cslt, x, s.out_features), ours, x)
+                except Exception as e:  # noqa: BLE001
+                    row["cusparselt_error"] = str(e)[:160]
+            bytes_dense = 2 * n * k + 2 * m * k + 2 * m * n
+            bytes_24 = n * k * 1.125 + 2 * m * k + 2 * m * n
+            row["bound_us_dense_bytes"] = bytes_dense / bw * 1e6
+            row["bound_us_24_bytes"] = bytes_24 / bw * 1e6
+            row["tflops_dense"] = 2 * m * n * k / (row["dense_us"] * 1e-6) / 1e12
+            rows.append(row)
+            print(
+                f"{n}x{k} M={m:5d} dense {row['dense_us']:8.1f}us stock {row.get('stock_us', float('nan')):8.1f}us "
+                f"ours {row['ours_us']:8.1f}us ({row['ours_path']}) "
+                f"int4 {row.get('ours_int4_us', float('nan')):7.1f}us "
+                f"cslt {row.get('cusparselt_us', float('nan')):7.1f}us err {row['rel_err']:.1e}",
+                flush=True,
+            )
+        del dense, stock, ours, ours4
+        torch.cuda.empty_cache()
+        out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def llama7b(layers: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=layers,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        vocab_size=32000,
+        max_position_embeddings=4096,
+    )
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
+    for layer in model.model.layers:  # real 2:4 masks (magnitude) on every decoder Linear
+        for m in layer.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.data *= magnitude_mask(m.weight.data, NM(2, 4))
+    return model
+
+
+def to_stock(model):
+    from torch.sparse import to_sparse_semi_structured
+
+    for layer in model.model.layers:
+        for m in layer.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight = torch.nn.Parameter(to_sparse_semi_structured(m.weight.data), requires_grad=False)
+    return model
+
+
+@torch.inference_mode()
+def prefill_ms(model, tokens: int) -> float:
+    ids = torch.randint(0, 32000, (1, tokens), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+    return bench_us(lambda: model(ids, use_cache=False), reps=5) / 1000
+
+
+@torch.inference_mode()
+def decode_tok_s(model, batch: int, context: int = 128, steps: int = 64, graphs: bool = True) -> tuple[float, str]:
+    """Greedy decode tokens/s (batch x steps tokens over the time of `steps` steps) after a `context` prefill,
+    with a static KV cache; one decode step captured in a CUDA graph when `graphs`, else eager."""
+    from transformers import StaticCache
+
+    cache = StaticCache(config=model.config, max_cache_len=context + steps + 8)
+    ids = torch.randint(0, 32000, (batch, context), device="cuda", generator=torch.Generator("cuda").manual_seed(2))
+    out = model(ids, past_key_values=cache, cache_position=torch.arange(context, device="cuda"), use_cache=True)
+    tok = out.logits[:, -1:].argmax(-1)
+    pos = torch.tensor([context], device="cuda")
+
+    def step():
+        return model(tok, past_key_values=cache, cache_position=pos, use_cache=True).logits
+
+    mode = "eager"
+    if graphs:
+        try:
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):
+                for _ in range(2):
+                    step()
+            torch.cuda.current_stream().wait_stream(s)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                logits = step()
+            run = graph.replay
+            mode = "cuda-graph"
+        except Exception as e:  # noqa: BLE001
+            print(f"graph capture failed ({str(e).splitlines()[0][:200]}); eager decode", flush=True)
+            torch.cuda.synchronize()
+    if mode == "eager":
+
+        def run():
+            nonlocal logits
+            logits = step()
+
+        logits = step()
+    torch.cuda.synchronize()
+    for _ in range(3):  # warm-up steps, positions advance as in real decoding
+        run()
+        tok.copy_(logits[:, -1:].argmax(-1))
+        pos += 1
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps - 8):
+        run()
+        tok.copy_(logits[:, -1:].argmax(-1))
+        pos += 1
+    torch.cuda.synchronize()
+    return batch * (steps - 8) / (time.perf_counter() - t0), mode
+
+
+def end_to_end(results: dict, layers: int, out: Path) -> None:
+    e2e = results.setdefault("end_to_end", {"layers": layers, "prefill_tokens": 2048})
+    dense = llama7b(layers)
+    variants = {"dense": dense}
+    ours = copy.deepcopy(dense)
+    sparsify(ours)
+    prepare(ours)
+    variants["ours_2of4"] = ours
+    ours4 = copy.deepcopy(dense)
+    sparsify(ours4, int4=True)
+    prepare(ours4)
+    variants["ours_int4_2of4"] = ours4
+    variants["stock_2of4"] = to_stock(copy.deepcopy(dense))
+    ids = torch.randint(0, 32000, (1, 64), device="cuda", generator=torch.Generator("cuda").manual_seed(3))
+    with torch.inference_mode():
+        ref = dense(ids).logits.float()
+        e2e["logits_rel_err"] = {
+            k: rel_err(v(ids).logits, ref) for k, v in variants.items() if k not in ("dense", "ours_int4_2of4")
+        }
+    print(f"logits rel err vs dense: {e2e['logits_rel_err']}", flush=True)
+    for name, model in variants.items():
+        try:
+            e2e.setdefault("prefill_ms", {})[name] = prefill_ms(model, 2048)
+            print(f"prefill {name}: {e2e['prefill_ms'][name]:.1f} ms", flush=True)
+        except Exception as e:  # noqa: BLE001
+            print(f"prefill {name} failed: {e}", flush=True)
+            traceback.print_exc()
+        for batch in (1, 16):
+            try:
+                tps, mode = decode_tok_s(model, batch)
+                e2e.setdefault("decode_tok_s", {}).setdefault(f"batch{batch}", {})[name] = tps
+                e2e.setdefault("decode_mode", {})[f"{name}/batch{batch}"] = mode
+                print(f"decode {name} batch {batch}: {tps:.1f} tok/s ({mode})", flush=True)
+            except Exception as e:  # noqa: BLE001
+                print(f"decode {name} batch {batch} failed: {str(e)[:300]}", flush=True)
+                traceback.print_exc()
+        out.write_text(json.dumps(results, indent=2) + "\n")
+    results["memory_gib"] = {
+        k: sum(b.numel() * b.element_size() for b in list(v.parameters()) + list(v.buffers())) / 2**30
+        for k, v in variants.items()
+        if k != "stock_2of4"
+    }
+
+
+def summarise(results: dict) -> None:
+    e2e = results.get("end_to_end", {})
+    d = e2e.get("decode_tok_s", {}).get("batch1", {})
+    p = e2e.get("prefill_ms", {})
+    results["decode_tok_s"] = {k: d.get(k) for k in ("dense", "stock_2of4", "ours_2of4", "ours_int4_2of4")}
+    if d.get("dense") and d.get("ours_2of4"):
+        results["decode_speedup_bf16_2of4"] = d["ours_2of4"] / d["dense"]
+    if d.get("dense") and d.get("ours_int4_2of4"):
+        results["decode_speedup_int4_2of4"] = d["ours_int4_2of4"] / d["dense"]
+    if p.get("dense") and p.get("ours_2of4"):
+        results["prefill_speedup_bf16_2of4"] = p["dense"] / p["ours_2of4"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--layers", type=int, default=32, help="decoder layers of the 7B-shaped model")
+    p.add_argument("--skip-gemm", action="store_true")
+    p.add_argument("--skip-e2e", action="store_true")
+    p.add_argument("--json", type=Path, default=Path("bench/runtime.json"))
+    args = p.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("bench/runtime.py needs a CUDA GPU (run it on the GPU machine)")
+    from compress.runtime.cusparselt import backend
+
+    results = {"run": run_meta(), "device": torch.cuda.get_device_name(0), "torch": torch.__version__}
+    results["prefill_backend"] = type(backend()).__name__
+    bw = copy_bandwidth()
+    results["copy_bandwidth_tb_s"] = bw / 1e12
+    print(f"copy bandwidth {bw / 1e12:.2f} TB/s; prefill backend {results['prefill_backend']}", flush=True)
+    if not args.skip_gemm:
+        try:
+            gemm_table(results, bw, args.json)
+        except Exception:  # noqa: BLE001
+            traceback.print_exc()
+    if not args.skip_e2e:
+        try:
+            end_to_end(results, args.layers, args.json)
+        except Exception:  # noqa: BLE001
+            traceback.print_exc()
+    summarise(results)
+    save(args.json, results)
+    print(json.dumps({k: v for k, v in results.items() if k not in ("gemm", "end_to_end")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

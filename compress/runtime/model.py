@@ -1,0 +1,73 @@
+"""Turn a model's 2:4 Linear layers into `Sparse24Linear` (compute on the compressed form)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from compress.errors import UserError
+from compress.export import keep_mask_24, weight_files
+from compress.runtime.format24 import GROUP
+from compress.runtime.linear import Sparse24Linear
+
+
+def sparsify(model: nn.Module, names: set[str] | None = None, int4: bool = False) -> list[str]:
+    """Replace Linear layers in `names` (default: every Linear whose weight is 2:4) in place; returns the names.
+
+    int4: layers whose in-features are not a multiple of the group (128) stay bf16 2:4."""
+    done = []
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, nn.Linear) or (names is not None and name not in names):
+            continue
+        if module.in_features % 32:
+            continue  # the metadata packs 16 positions per word
+        try:
+            keep = keep_mask_24(module.weight.data)
+        except ValueError:
+            if names is not None:
+                raise UserError(f"{name} is listed as 2:4 but its weight is not 2:4 sparse") from None
+            continue
+        q = int4 and module.in_features % GROUP == 0
+        new = Sparse24Linear.from_linear(module, keep.to(module.weight.device), int4=q)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, new)
+        done.append(name)
+    return done
+
+
+def prepare(model: nn.Module) -> None:
+    """On CUDA: build every Sparse24Linear's cuSPARSELt form (prefill path)."""
+    for m in model.modules():
+        if isinstance(m, Sparse24Linear) and m.meta.is_cuda:
+            m.prepare_prefill()
+
+
+def compressed_modules(folder: Path) -> set[str]:
+    """Names of the modules an exported checkpoint stores in sparse-24-bitmask form (reads keys only)."""
+    names = set()
+    for f in weight_files(folder):
+        with safe_open(f, framework="pt") as fh:
+            names |= {k.removesuffix(".compressed") for k in fh.keys() if k.endswith(".compressed")}
+    return names
+
+
+def load_runtime_model(folder: str | Path, device: torch.device, dtype: torch.dtype | None = None, int4: bool = False):
+    """(model with Sparse24Linear layers on `device`, tokenizer, names converted) from an exported folder."""
+    from compress.export import load_checkpoint
+
+    folder = Path(folder)
+    model, tokenizer = load_checkpoint(folder, dtype)
+    names = compressed_modules(folder)
+    if not names:
+        raise UserError(f"{folder} holds no 2:4-compressed weights; export a 2:4 recipe first")
+    done = sparsify(model, names, int4=int4)
+    model.to(device)
+    if device.type == "cuda":
+        prepare(model)
+    cfg = json.loads((folder / "config.json").read_text())
+    model.runtime_info = {"converted": len(done), "int4": int4, "sparsity_config": cfg.get("quantization_config")}
+    return model, tokenizer, done
