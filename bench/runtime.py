@@ -64,6 +64,12 @@ def module_mm(module, x):
     return module(x)
 
 
+def triton_mm(module, x):
+    from compress.runtime import triton_decode
+
+    return triton_decode.sparse24_matmul(x, module.values, module.meta)
+
+
 def rotated_us(fn, items: list, x: torch.Tensor) -> float:
     """Microseconds per call of fn(item, x), cycling over `items` (distinct weights, together > L2)."""
     return bench_us(lambda: [fn(it, x) for it in items]) / len(items)
@@ -123,15 +129,14 @@ def gemm_table(results: dict, bw: float, out: Path) -> None:
             if row.get("rel_err_stock") is not None:
                 row["stock_us"] = rotated_us(dense_mm, stock, x)
             row["ours_us"] = rotated_us(module_mm, ours, x)
-            row["ours_path"] = "triton" if m <= ours[0].decode_max_m else "cusparselt"
+            row["ours_path"] = ours[0].path(m)
             if m <= 64:
                 row["ours_int4_us"] = rotated_us(module_mm, ours4, x)
-                try:  # the other path at small M, for the record
-                    from compress.runtime.cusparselt import backend
-
-                    row["cusparselt_us"] = rotated_us(lambda s, x: backend().matmul(s.cslt, x, s.out_features), ours, x)
-                except Exception as e:  # noqa: BLE001
-                    row["cusparselt_error"] = str(e)[:160]
+                row["rel_err_triton_bf16"] = rel_err(triton_mm(ours[0], x), ref)
+                if row["rel_err_triton_bf16"] < 2e-2:  # the bf16 Triton kernel, for the record
+                    row["triton_bf16_us"] = rotated_us(triton_mm, ours, x)
+            bytes_int4 = n * k * (0.25 + 0.125 + 1 / 64) + 2 * m * k + 2 * m * n
+            row["bound_us_int4_bytes"] = bytes_int4 / bw * 1e6
             bytes_dense = 2 * n * k + 2 * m * k + 2 * m * n
             bytes_24 = n * k * 1.125 + 2 * m * k + 2 * m * n
             row["bound_us_dense_bytes"] = bytes_dense / bw * 1e6
@@ -142,7 +147,7 @@ def gemm_table(results: dict, bw: float, out: Path) -> None:
                 f"{n}x{k} M={m:5d} dense {row['dense_us']:8.1f}us stock {row.get('stock_us', float('nan')):8.1f}us "
                 f"ours {row['ours_us']:8.1f}us ({row['ours_path']}) "
                 f"int4 {row.get('ours_int4_us', float('nan')):7.1f}us "
-                f"cslt {row.get('cusparselt_us', float('nan')):7.1f}us err {row['rel_err']:.1e}",
+                f"triton-bf16 {row.get('triton_bf16_us', float('nan')):7.1f}us err {row['rel_err']:.1e}",
                 flush=True,
             )
         del dense, stock, ours, ours4

@@ -20,6 +20,7 @@ import torch
 
 SRC = Path(__file__).with_name("csrc") / "cslt_shim.cpp"
 DTYPE_CODE = {torch.bfloat16: 0, torch.float16: 1}
+PAD_M = 16
 
 
 def _candidate_dirs() -> list[Path]:
@@ -117,7 +118,14 @@ class Plans:
         return out
 
     def matmul(self, packed: torch.Tensor, x: torch.Tensor, n: int) -> torch.Tensor:
-        """x (M, K) contiguous @ W^T -> (M, N), W given by its compressed form."""
+        """x (M, K) contiguous @ W^T -> (M, N), W given by its compressed form. M is padded to a multiple of
+        16 (cuSPARSELt's kernels want aligned dense operands; M = 1 fails unpadded)."""
+        m0 = x.shape[0]
+        if m0 % PAD_M:
+            x = torch.nn.functional.pad(x, (0, 0, 0, PAD_M - m0 % PAD_M))
+        return self._matmul(packed, x, n)[:m0]
+
+    def _matmul(self, packed: torch.Tensor, x: torch.Tensor, n: int) -> torch.Tensor:
         m, k = x.shape
         y = torch.empty((m, n), dtype=x.dtype, device=x.device)
         key = (n, k, m, x.dtype)
@@ -153,10 +161,13 @@ class TorchCslt:
         return torch._cslt_compress(W.contiguous())
 
     def matmul(self, packed: torch.Tensor, x: torch.Tensor, n: int) -> torch.Tensor:
+        m0 = x.shape[0]
+        if m0 % PAD_M:
+            x = torch.nn.functional.pad(x, (0, 0, 0, PAD_M - m0 % PAD_M))
         key = (n, *x.shape, x.dtype)
         if key not in self.alg:
             self.alg[key] = torch._cslt_sparse_mm_search(packed, x.t())
-        return torch._cslt_sparse_mm(packed, x.t(), transpose_result=True, alg_id=self.alg[key])
+        return torch._cslt_sparse_mm(packed, x.t(), transpose_result=True, alg_id=self.alg[key])[:m0]
 
 
 @lru_cache(maxsize=1)

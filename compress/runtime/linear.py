@@ -1,9 +1,12 @@
 """`Sparse24Linear`: a Linear whose weight lives only in a packed 2:4 form (bf16 or int4 values + 2-bit
-positions), computing on it directly. Path by device and M (tokens in the call):
-  CPU                      -> the pure-torch reference (format24): unpack, then a dense matmul;
-  CUDA, M <= decode_max_m  -> the Triton decode kernel (reads values + metadata, memory-bound);
-  CUDA, M >  decode_max_m  -> cuSPARSELt on the sparse tensor cores with cached plans (compute-bound).
-The cuSPARSELt form is made on the GPU by `prepare_prefill()` from the same (dequantised) weights.
+positions), computing on it directly. Path by device, format and M (tokens in the call):
+  CPU                                  -> the pure-torch reference (format24): unpack, then a dense matmul;
+  CUDA, int4, M <= decode_max_m        -> the Triton kernel reading int4 nibbles + scales + metadata;
+  CUDA, bf16, M <= decode_max_m        -> `small_m_path`: "cusparselt" (default) or "triton";
+  CUDA, otherwise                      -> cuSPARSELt on the sparse tensor cores with cached plans.
+The default for bf16 decode is cuSPARSELt (M padded to 16) because it measured faster than our Triton kernel
+at every M on the H200 (BENCHMARKS.md); both stay selectable and benchmarked. The cuSPARSELt form is made on
+the GPU by `prepare_prefill()` from the same (dequantised) weights.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from torch import nn
 from compress.runtime import format24
 
 DECODE_MAX_M = 64
+SMALL_M_PATHS = ("cusparselt", "triton")
 
 
 class Sparse24Linear(nn.Module):
@@ -27,11 +31,15 @@ class Sparse24Linear(nn.Module):
         scales: torch.Tensor | None = None,
         bias: torch.Tensor | None = None,
         decode_max_m: int = DECODE_MAX_M,
+        small_m_path: str = "cusparselt",
     ):
         super().__init__()
         if (values is None) == (qweight is None):
             raise ValueError("give either bf16 `values` or int4 `qweight` + `scales`")
+        if small_m_path not in SMALL_M_PATHS:
+            raise ValueError(f"small_m_path {small_m_path!r} is unknown; allowed: {', '.join(SMALL_M_PATHS)}")
         self.in_features, self.out_features, self.decode_max_m = in_features, out_features, decode_max_m
+        self.small_m_path = small_m_path
         self.register_buffer("meta", meta)
         self.register_buffer("values", values)
         self.register_buffer("qweight", qweight)
@@ -65,13 +73,19 @@ class Sparse24Linear(nn.Module):
 
         self.cslt = backend().compress(self.dense_weight())
 
+    def path(self, m: int) -> str:
+        """Which kernel a CUDA call with m tokens takes."""
+        if self.cslt is None or (m <= self.decode_max_m and (self.int4 or self.small_m_path == "triton")):
+            return "triton"
+        return "cusparselt"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)
         if not x2.is_cuda:
             W = self.dense_weight()
             y = (x2.float() @ W.float().t()).to(x.dtype)
-        elif x2.shape[0] <= self.decode_max_m or self.cslt is None:
+        elif self.cslt is None or (x2.shape[0] <= self.decode_max_m and (self.int4 or self.small_m_path == "triton")):
             from compress.runtime import triton_decode
 
             x2 = x2.contiguous()
