@@ -22,7 +22,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.render import run_meta, save  # noqa: E402
-from compress.runtime.linear import Sparse24Linear  # noqa: E402
+from compress.runtime.linear import Sparse24Linear, choose_paths, graph_time_us  # noqa: E402
 from compress.runtime.model import prepare, sparsify  # noqa: E402
 from prune.config import NM  # noqa: E402
 from prune.magnitude import magnitude_mask  # noqa: E402
@@ -30,6 +30,8 @@ from prune.magnitude import magnitude_mask  # noqa: E402
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008)]  # (out N, in K)
 MS = [1, 16, 64, 512, 2048, 8192]
 L2_BYTES = 60 * 2**20
+DENSE_FLOPS = 790e12  # bf16 matrix rate measured on this machine kind (KINDS.md)
+nan = float("nan")
 
 
 def bench_us(fn, reps: int = 50) -> float:
@@ -64,15 +66,14 @@ def module_mm(module, x):
     return module(x)
 
 
-def triton_mm(module, x):
-    from compress.runtime import triton_decode
-
-    return triton_decode.sparse24_matmul(x, module.values, module.meta)
-
-
 def rotated_us(fn, items: list, x: torch.Tensor) -> float:
     """Microseconds per call of fn(item, x), cycling over `items` (distinct weights, together > L2)."""
     return bench_us(lambda: [fn(it, x) for it in items]) / len(items)
+
+
+def graph_rotated_us(fn, items: list, x: torch.Tensor) -> float:
+    """GPU microseconds per call of fn(item, x) over `items`, replayed from a CUDA graph."""
+    return graph_time_us(lambda: [fn(it, x) for it in items]) / len(items)
 
 
 def copy_bandwidth() -> float:
@@ -102,8 +103,12 @@ def gemm_table(results: dict, bw: float, out: Path) -> None:
             sp = Sparse24Linear.from_linear(lin, keep)
             sp.prepare_prefill()
             ours.append(sp)
-            ours4.append(Sparse24Linear.from_linear(lin, keep, int4=True))
+            sp4 = Sparse24Linear.from_linear(lin, keep, int4=True)
+            sp4.prepare_prefill()
+            ours4.append(sp4)
         W4 = ours4[0].dense_weight().float()
+        small = [m for m in MS if m <= ours[0].decode_max_m]
+        report = choose_paths(torch.nn.ModuleList(ours + ours4), ms=small, per_key=copies)
         for m in MS:
             x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16, generator=g)
             ref = x.float() @ dense[0].float().t()
@@ -116,38 +121,48 @@ def gemm_table(results: dict, bw: float, out: Path) -> None:
             except Exception as e:  # noqa: BLE001
                 row["rel_err_stock"] = None
                 row["stock_error"] = str(e).splitlines()[0][:160]
-            if m <= 64:
-                row["rel_err_int4"] = rel_err(ours4[0](x), ref4)
-            ok = row["rel_err"] < 2e-2 and row["rel_err_dense"] < 2e-2 and (m > 64 or row["rel_err_int4"] < 2e-2)
-            if not ok:
+            errs = [row["rel_err"], row["rel_err_dense"]]
+            if m in small:  # every path either model may take at this M
+                for p in ("triton", "cusparselt"):
+                    row[f"rel_err_{p}"] = rel_err(ours[0].run_path(x, p), ref)
+                    row[f"rel_err_int4_{p}"] = rel_err(ours4[0].run_path(x, p), ref4)
+                    errs += [row[f"rel_err_{p}"], row[f"rel_err_int4_{p}"]]
+            if not all(e < 2e-2 for e in errs):
                 print(f"CORRECTNESS FAILED {row}", flush=True)
                 row["timed"] = False
                 rows.append(row)
                 continue
-
+            # eager: what a plain PyTorch forward pays, host overhead included
             row["dense_us"] = rotated_us(dense_mm, dense, x)
             if row.get("rel_err_stock") is not None:
                 row["stock_us"] = rotated_us(dense_mm, stock, x)
             row["ours_us"] = rotated_us(module_mm, ours, x)
+            # GPU time: the same calls replayed from a CUDA graph (as in graph-captured decoding)
+            row["dense_gpu_us"] = graph_rotated_us(dense_mm, dense, x)
+            if row.get("rel_err_stock") is not None:
+                row["stock_gpu_us"] = graph_rotated_us(dense_mm, stock, x)
+            row["ours_gpu_us"] = graph_rotated_us(module_mm, ours, x)
             row["ours_path"] = ours[0].path(m)
-            if m <= 64:
-                row["ours_int4_us"] = rotated_us(module_mm, ours4, x)
-                row["rel_err_triton_bf16"] = rel_err(triton_mm(ours[0], x), ref)
-                if row["rel_err_triton_bf16"] < 2e-2:  # the bf16 Triton kernel, for the record
-                    row["triton_bf16_us"] = rotated_us(triton_mm, ours, x)
+            if m in small:
+                row["ours_int4_gpu_us"] = graph_rotated_us(module_mm, ours4, x)
+                row["ours_int4_path"] = ours4[0].path(m)
+                for int4 in (False, True):
+                    for p, us in report[(n, k, int4, torch.bfloat16, m)]["us"].items():
+                        row[f"{p}{'_int4' if int4 else ''}_gpu_us"] = us
             bytes_int4 = n * k * (0.25 + 0.125 + 1 / 64) + 2 * m * k + 2 * m * n
-            row["bound_us_int4_bytes"] = bytes_int4 / bw * 1e6
             bytes_dense = 2 * n * k + 2 * m * k + 2 * m * n
             bytes_24 = n * k * 1.125 + 2 * m * k + 2 * m * n
+            row["bound_us_int4_bytes"] = bytes_int4 / bw * 1e6
             row["bound_us_dense_bytes"] = bytes_dense / bw * 1e6
             row["bound_us_24_bytes"] = bytes_24 / bw * 1e6
-            row["tflops_dense"] = 2 * m * n * k / (row["dense_us"] * 1e-6) / 1e12
+            row["flop_bound_us_dense"] = 2 * m * n * k / DENSE_FLOPS * 1e6
             rows.append(row)
             print(
-                f"{n}x{k} M={m:5d} dense {row['dense_us']:8.1f}us stock {row.get('stock_us', float('nan')):8.1f}us "
-                f"ours {row['ours_us']:8.1f}us ({row['ours_path']}) "
-                f"int4 {row.get('ours_int4_us', float('nan')):7.1f}us "
-                f"triton-bf16 {row.get('triton_bf16_us', float('nan')):7.1f}us err {row['rel_err']:.1e}",
+                f"{n}x{k} M={m:5d} | eager dense {row['dense_us']:7.1f} stock {row.get('stock_us', nan):7.1f} "
+                f"ours {row['ours_us']:7.1f} | gpu dense {row['dense_gpu_us']:7.1f} "
+                f"stock {row.get('stock_gpu_us', nan):7.1f} ours {row['ours_gpu_us']:7.1f} ({row['ours_path']}) "
+                f"int4 {row.get('ours_int4_gpu_us', nan):7.1f} triton {row.get('triton_gpu_us', nan):7.1f} "
+                f"cslt {row.get('cusparselt_gpu_us', nan):7.1f} | bound24 {row['bound_us_24_bytes']:5.1f} us",
                 flush=True,
             )
         del dense, stock, ours, ours4
@@ -259,6 +274,12 @@ def end_to_end(results: dict, layers: int, out: Path) -> None:
     sparsify(ours4, int4=True)
     prepare(ours4)
     variants["ours_int4_2of4"] = ours4
+    for name in ("ours_2of4", "ours_int4_2of4"):  # the one-time per-shape path search, at the decode batches
+        rep = choose_paths(variants[name], ms=(1, 16))
+        e2e.setdefault("paths", {})[name] = {
+            f"{k[0]}x{k[1]} M={k[4]}": {"chosen": v["chosen"], **v["us"]} for k, v in rep.items()
+        }
+    print(f"paths: {json.dumps(e2e['paths'])}", flush=True)
     variants["stock_2of4"] = to_stock(copy.deepcopy(dense))
     ids = torch.randint(0, 32000, (1, 64), device="cuda", generator=torch.Generator("cuda").manual_seed(3))
     with torch.inference_mode():

@@ -100,7 +100,7 @@ def _triton_available():
 
 
 @pytest.mark.skipif(not _triton_available(), reason="needs a GPU (or TRITON_INTERPRET=1 with triton installed)")
-@pytest.mark.parametrize("m,k", [(1, 256), (5, 576), (20, 512)])
+@pytest.mark.parametrize("m,k", [(1, 256), (1, 576), (5, 576), (20, 512)])
 def test_triton_kernels_match_the_reference(m, k):
     from compress.runtime import triton_decode
 

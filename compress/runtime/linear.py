@@ -1,12 +1,12 @@
 """`Sparse24Linear`: a Linear whose weight lives only in a packed 2:4 form (bf16 or int4 values + 2-bit
-positions), computing on it directly. Path by device, format and M (tokens in the call):
-  CPU                                  -> the pure-torch reference (format24): unpack, then a dense matmul;
-  CUDA, int4, M <= decode_max_m        -> the Triton kernel reading int4 nibbles + scales + metadata;
-  CUDA, bf16, M <= decode_max_m        -> `small_m_path`: "cusparselt" (default) or "triton";
-  CUDA, otherwise                      -> cuSPARSELt on the sparse tensor cores with cached plans.
-The default for bf16 decode is cuSPARSELt (M padded to 16) because it measured faster than our Triton kernel
-at every M on the H200 (BENCHMARKS.md); both stay selectable and benchmarked. The cuSPARSELt form is made on
-the GPU by `prepare_prefill()` from the same (dequantised) weights.
+positions), computing on it directly. Path by device, M (tokens in the call) and a per-shape table:
+  CPU                        -> the pure-torch reference (format24): unpack, then a dense matmul;
+  CUDA, M > decode_max_m     -> cuSPARSELt on the sparse tensor cores with cached plans (prefill);
+  CUDA, M <= decode_max_m    -> "triton" (our kernels reading the packed form) or "cusparselt" (M padded to 16),
+                                whichever `choose_paths` measured faster for this (N, K, format, M) on this GPU
+                                (a one-time search, cached in PATHS); before a search: triton for int4,
+                                cuSPARSELt for bf16.
+The cuSPARSELt form is made on the GPU by `prepare_prefill()` from the same (dequantised) weights.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch import nn
 from compress.runtime import format24
 
 DECODE_MAX_M = 64
-SMALL_M_PATHS = ("cusparselt", "triton")
+PATHS: dict[tuple, str] = {}  # (N, K, int4, dtype, M) -> "triton" | "cusparselt", filled by choose_paths
 
 
 class Sparse24Linear(nn.Module):
@@ -31,15 +31,11 @@ class Sparse24Linear(nn.Module):
         scales: torch.Tensor | None = None,
         bias: torch.Tensor | None = None,
         decode_max_m: int = DECODE_MAX_M,
-        small_m_path: str = "cusparselt",
     ):
         super().__init__()
         if (values is None) == (qweight is None):
             raise ValueError("give either bf16 `values` or int4 `qweight` + `scales`")
-        if small_m_path not in SMALL_M_PATHS:
-            raise ValueError(f"small_m_path {small_m_path!r} is unknown; allowed: {', '.join(SMALL_M_PATHS)}")
         self.in_features, self.out_features, self.decode_max_m = in_features, out_features, decode_max_m
-        self.small_m_path = small_m_path
         self.register_buffer("meta", meta)
         self.register_buffer("values", values)
         self.register_buffer("qweight", qweight)
@@ -73,11 +69,29 @@ class Sparse24Linear(nn.Module):
 
         self.cslt = backend().compress(self.dense_weight())
 
+    def path_key(self, m: int) -> tuple:
+        dtype = self.scales.dtype if self.int4 else self.values.dtype
+        return (self.out_features, self.in_features, self.int4, dtype, m)
+
     def path(self, m: int) -> str:
         """Which kernel a CUDA call with m tokens takes."""
-        if self.cslt is None or (m <= self.decode_max_m and (self.int4 or self.small_m_path == "triton")):
+        if self.cslt is None:
             return "triton"
-        return "cusparselt"
+        if m > self.decode_max_m:
+            return "cusparselt"
+        return PATHS.get(self.path_key(m), "triton" if self.int4 else "cusparselt")
+
+    def run_path(self, x2: torch.Tensor, path: str) -> torch.Tensor:
+        """x2 (M, K) contiguous CUDA -> (M, N) through one named path (no bias)."""
+        if path == "triton":
+            from compress.runtime import triton_decode
+
+            if self.int4:
+                return triton_decode.sparse24_int4_matmul(x2, self.qweight, self.scales, self.meta)
+            return triton_decode.sparse24_matmul(x2, self.values, self.meta)
+        from compress.runtime.cusparselt import backend
+
+        return backend().matmul(self.cslt, x2, self.out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
@@ -85,18 +99,8 @@ class Sparse24Linear(nn.Module):
         if not x2.is_cuda:
             W = self.dense_weight()
             y = (x2.float() @ W.float().t()).to(x.dtype)
-        elif self.cslt is None or (x2.shape[0] <= self.decode_max_m and (self.int4 or self.small_m_path == "triton")):
-            from compress.runtime import triton_decode
-
-            x2 = x2.contiguous()
-            if self.int4:
-                y = triton_decode.sparse24_int4_matmul(x2, self.qweight, self.scales, self.meta)
-            else:
-                y = triton_decode.sparse24_matmul(x2, self.values, self.meta)
         else:
-            from compress.runtime.cusparselt import backend
-
-            y = backend().matmul(self.cslt, x2.contiguous(), self.out_features)
+            y = self.run_path(x2.contiguous(), self.path(x2.shape[0]))
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*shape[:-1], self.out_features)
@@ -104,3 +108,59 @@ class Sparse24Linear(nn.Module):
     def extra_repr(self) -> str:
         kind = "int4 g128" if self.int4 else str(self.values.dtype).removeprefix("torch.")
         return f"in_features={self.in_features}, out_features={self.out_features}, 2:4 {kind}"
+
+
+def graph_time_us(fn, calls: int = 10, replays: int = 5) -> float:
+    """GPU microseconds per fn() call: `calls` calls captured in one CUDA graph, median of `replays` replays
+    (no host overhead in the figure, as in graph-replayed decoding); eager event timing if capture fails."""
+    for _ in range(2):
+        fn()
+    torch.cuda.synchronize()
+    try:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(calls):
+                fn()
+        run = graph.replay
+    except Exception:  # noqa: BLE001 - some paths cannot be captured; time them eagerly
+        torch.cuda.synchronize()
+
+        def run():
+            for _ in range(calls):
+                fn()
+
+    times = []
+    for _ in range(replays):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        run()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) * 1000 / calls)
+    return sorted(times)[len(times) // 2]
+
+
+@torch.inference_mode()
+def choose_paths(model: nn.Module, ms=(1, 2, 4, 8, 16, 32, 64), per_key: int = 8) -> dict[tuple, dict]:
+    """Time both small-M paths for every (N, K, format) of the model's CUDA Sparse24Linear layers and each M
+    (over up to `per_key` distinct layers, so the weights do not sit in L2); record the faster in PATHS."""
+    groups: dict[tuple, list[Sparse24Linear]] = {}
+    for m in model.modules():
+        if isinstance(m, Sparse24Linear) and m.meta.is_cuda and m.cslt is not None:
+            groups.setdefault(m.path_key(0)[:4], []).append(m)
+    report = {}
+    for key, mods in groups.items():
+        mods = mods[:per_key]
+        dtype = key[3]
+        for m in ms:
+            if m > mods[0].decode_max_m:
+                continue
+            x = torch.randn(m, key[1], device=mods[0].meta.device, dtype=dtype)
+            times = {
+                p: graph_time_us(lambda p=p, x=x, mods=mods: [mod.run_path(x, p) for mod in mods]) / len(mods)
+                for p in ("triton", "cusparselt")
+            }
+            best = min(times, key=times.get)
+            PATHS[(*key, m)] = best
+            report[(*key, m)] = {"us": times, "chosen": best}
+    return report

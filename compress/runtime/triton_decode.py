@@ -89,6 +89,59 @@ def _sparse24_kernel(
     tl.store(y_ptr + toks[:, None] * N + rows[None, :], y, mask=(toks < M)[:, None] & row_ok[None, :])  # fmt: skip
 
 
+@triton.jit
+def _gemv24_kernel(x_ptr, w_ptr, s_ptr, meta_ptr, y_ptr, N: tl.constexpr, K: tl.constexpr, INT4: tl.constexpr,
+                   BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr):  # fmt: skip
+    """M = 1: y[n] = sum over groups g of v0 * x[4g + p0] + v1 * x[4g + p1], without expanding W.
+
+    Per group of 4 input columns one 32-bit load brings both bf16 kept values (int4: one byte, two nibbles),
+    the metadata word (shared by 8 groups) gives p0 < p1, and the four x[4g + j] are selected in registers;
+    everything stays in one (BLOCK_N, BLOCK_G) layout."""
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows < N
+    acc = tl.zeros((BLOCK_N, BLOCK_G), dtype=tl.float32)
+    for g0 in range(0, K // 4, BLOCK_G):
+        g = g0 + tl.arange(0, BLOCK_G)
+        g_ok = g < K // 4
+        mask = row_ok[:, None] & g_ok[None, :]
+        x0 = tl.load(x_ptr + 4 * g, mask=g_ok, other=0.0).to(tl.float32)[None, :]
+        x1 = tl.load(x_ptr + 4 * g + 1, mask=g_ok, other=0.0).to(tl.float32)[None, :]
+        x2 = tl.load(x_ptr + 4 * g + 2, mask=g_ok, other=0.0).to(tl.float32)[None, :]
+        x3 = tl.load(x_ptr + 4 * g + 3, mask=g_ok, other=0.0).to(tl.float32)[None, :]
+        word = tl.load(meta_ptr + rows[:, None] * (K // 32) + (g // 8)[None, :], mask=mask, other=0)
+        sh = (4 * (g % 8))[None, :]
+        p0 = (word >> sh) & 3  # 0..2
+        p1 = (word >> (sh + 2)) & 3  # 1..3
+        if INT4:
+            b = tl.load(w_ptr + rows[:, None] * (K // 4) + g[None, :], mask=mask, other=0).to(tl.int32)
+            s = tl.load(s_ptr + rows[:, None] * (K // 128) + (g // 32)[None, :], mask=mask, other=0.0)
+            s = s.to(tl.float32)
+            v0 = ((b & 15) - 8).to(tl.float32) * s
+            v1 = ((b >> 4) - 8).to(tl.float32) * s
+        else:
+            pair = tl.load(w_ptr + rows[:, None] * (K // 4) + g[None, :], mask=mask, other=0)
+            v0 = (pair & 0xFFFF).to(tl.int16).to(x_ptr.dtype.element_ty, bitcast=True).to(tl.float32)
+            v1 = (pair >> 16).to(tl.int16).to(x_ptr.dtype.element_ty, bitcast=True).to(tl.float32)
+        xs0 = tl.where(p0 == 0, x0, tl.where(p0 == 1, x1, x2))
+        xs1 = tl.where(p1 == 3, x3, tl.where(p1 == 2, x2, x1))
+        acc += v0 * xs0 + v1 * xs1
+    tl.store(y_ptr + rows, tl.sum(acc, axis=1).to(y_ptr.dtype.element_ty), mask=row_ok)
+
+
+GEMV_CONFIGS = [
+    triton.Config({"BLOCK_N": bn, "BLOCK_G": bg}, num_warps=w, num_stages=st)
+    for bn, bg, w, st in [
+        (4, 256, 4, 3),
+        (8, 128, 4, 3),
+        (8, 256, 4, 3),
+        (16, 128, 4, 3),
+        (4, 512, 4, 2),
+        (2, 512, 4, 3),
+    ]
+]
+_gemv_tuned = triton.autotune(configs=GEMV_CONFIGS, key=["N", "K", "INT4"])(_gemv24_kernel)
+
+
 _tuned_kernel = triton.autotune(configs=CONFIGS, key=["N", "K", "BLOCK_M", "INT4"])(_sparse24_kernel)
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # the CPU interpreter: one fixed config, no tuning
 
@@ -111,6 +164,16 @@ def _launch(x, w, s, meta, int4: bool) -> torch.Tensor:
     M, K = x.shape
     N = meta.shape[0]
     y = torch.empty((M, N), dtype=x.dtype, device=x.device)
+    if M == 1:
+        # bf16: a group's two kept values as one 32-bit word; int4: a group's two nibbles as one byte
+        wv = w.view(torch.uint8) if int4 else w.view(torch.int32)
+        sv = s if s is not None else w
+        grid1 = lambda c: (triton.cdiv(N, c["BLOCK_N"]),)  # noqa: E731
+        if INTERPRET:
+            _gemv24_kernel[grid1](x, wv, sv, meta, y, N, K, INT4=int4, BLOCK_N=4, BLOCK_G=32)
+        else:
+            _gemv_tuned[grid1](x, wv, sv, meta, y, N, K, INT4=int4)
+        return y
     bm = _block_m(M)
     grid = lambda meta_: (triton.cdiv(N, meta_["BLOCK_N"]), triton.cdiv(M, bm))  # noqa: E731
     args = (x, w, s if s is not None else w, meta, y, M, N, K)
