@@ -352,6 +352,12 @@ def main() -> None:
         except Exception:  # noqa: BLE001
             traceback.print_exc()
     summarise(results)
+    from compress.runtime import triton_decode
+
+    results["triton_configs"] = {  # what the autotuner picked per (N, K, ...) key
+        name: {str(k): str(v) for k, v in tuned.cache.items()}
+        for name, tuned in (("gemv", triton_decode._gemv_tuned), ("gemm", triton_decode._tuned_kernel))
+    }
     save(args.json, results)
     print(json.dumps({k: v for k, v in results.items() if k not in ("gemm", "end_to_end")}, indent=1))
 

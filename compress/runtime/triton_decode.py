@@ -128,7 +128,7 @@ def _gemv24_kernel(x_ptr, w_ptr, s_ptr, meta_ptr, y_ptr, N: tl.constexpr, K: tl.
     tl.store(y_ptr + rows, tl.sum(acc, axis=1).to(y_ptr.dtype.element_ty), mask=row_ok)
 
 
-GEMV_CONFIGS = [
+GEMV_CONFIGS = [  # few, long tiles keep many loads in flight per program (K/4 = 1024 or 2752 groups)
     triton.Config({"BLOCK_N": bn, "BLOCK_G": bg}, num_warps=w, num_stages=st)
     for bn, bg, w, st in [
         (4, 256, 4, 3),
@@ -137,6 +137,10 @@ GEMV_CONFIGS = [
         (16, 128, 4, 3),
         (4, 512, 4, 2),
         (2, 512, 4, 3),
+        (2, 1024, 4, 2),
+        (2, 1024, 8, 2),
+        (4, 1024, 8, 2),
+        (8, 512, 8, 2),
     ]
 ]
 _gemv_tuned = triton.autotune(configs=GEMV_CONFIGS, key=["N", "K", "INT4"])(_gemv24_kernel)
