@@ -20,7 +20,7 @@ CHECKPOINTS ?=
 MODEL_DIR ?= $(OUT)
 REPO ?=
 
-.PHONY: setup compress test bench eval compare push lint clean
+.PHONY: setup compress test bench bench-runtime generate eval compare push lint clean
 
 setup: $(VENV)/.installed
 
@@ -56,6 +56,15 @@ bench: setup
 	$(PY) bench/foundation.py $(if $(HAS_GPU),--batch-size 8,--nsamples 32 --seqlen 1024 --eval-max-windows 16 --json bench/foundation_cpu.json)
 	$(PY) bench/zeroshot.py $(if $(HAS_GPU),--batch-size 64,--limit 50 --nsamples 32 --seqlen 1024 --workdir out/bench-zeroshot-cpu --json bench/zeroshot_cpu.json)
 	$(PY) bench/pruning.py $(if $(HAS_GPU),--batch-size 8 --llama-layers 4,--part smollm2 --nsamples 32 --seqlen 1024 --eval-max-windows 16 --cells 60,70 --json bench/pruning_cpu.json)
+	$(if $(HAS_GPU),$(MAKE) bench-runtime,@echo "bench-runtime skipped: needs a CUDA GPU")
+
+# The 2:4 runtime (issue #5): per-GEMM table and Llama-2-7B-shaped prefill/decode, GPU only -> bench/runtime.json
+bench-runtime: setup
+	$(PY) bench/runtime.py
+
+# Greedy generation on the compressed weights: make generate OUT=out/... PROMPT="..."
+generate: setup
+	$(PY) -m compress generate --model $(OUT) --prompt "$(or $(PROMPT),The capital of France is)" $(ARGS)
 
 lint: setup
 	$(PY) -m ruff check .

@@ -139,6 +139,110 @@ def _pruning(gpu: dict | None, cpu: dict | None) -> list[str]:
     return lines
 
 
+def _runtime(d: dict) -> list[str]:
+    """Issue #5 section from bench/runtime.json."""
+    e2e, run = d["end_to_end"], d["run"]
+    p, b1, b16 = e2e["prefill_ms"], e2e["decode_tok_s"]["batch1"], e2e["decode_tok_s"]["batch16"]
+    names = [("dense", "dense bf16"), ("stock_2of4", "stock torch 2:4"), ("ours_2of4", "ours 2:4 bf16"),
+             ("ours_int4_2of4", "ours 2:4 int4")]  # fmt: skip
+    f1 = lambda x: "—" if x is None else f"{x:.1f}"  # noqa: E731
+    lines = [
+        "## Runtime (issue #5): 2:4 on the H200",
+        "",
+        f"`{run['command']}` (= `make bench-runtime`), {run['date']}, {run['machine']}, torch {d['torch']}, "
+        f"prefill backend `{d['prefill_backend']}` (our cached-plan cuSPARSELt shim); device-to-device copy "
+        f"{d['copy_bandwidth_tb_s']:.2f} TB/s. Llama-2-7B-shaped model ({e2e['layers']} layers, random weights, "
+        "magnitude 2:4 masks on every decoder Linear), bf16; decode = greedy steps with a static KV cache after a "
+        "128-token prefill, one step replayed from a CUDA graph "
+        f"({', '.join(sorted(set(e2e['decode_mode'].values())))}). Every output was checked against an fp32 matmul "
+        "of the same masked weights before timing (largest relative error of any path: "
+        + f"{max(v for r in d['gemm'] for k, v in r.items() if k.startswith('rel_err') and v is not None):.1e}"
+        + "; logits vs dense: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in e2e["logits_rel_err"].items())
+        + ", bf16 rounding through 32 layers).",
+        "",
+        "| | " + " | ".join(label for _, label in names) + " |",
+        "|---|" + "---:|" * len(names),
+        "| prefill 2048 tokens (ms) | " + " | ".join(f1(p.get(k)) for k, _ in names) + " |",
+        "| decode tok/s, batch 1 | " + " | ".join(f1(b1.get(k)) for k, _ in names) + " |",
+        "| decode tok/s, batch 16 | " + " | ".join(f1(b16.get(k)) for k, _ in names) + " |",
+        "| weights + buffers (GiB) | "
+        + " | ".join(f1(d["memory_gib"].get(k)) if k in d["memory_gib"] else "—" for k, _ in names)
+        + " |",
+        "",
+        f"Against dense bf16 in the same run: **prefill {d['prefill_speedup_bf16_2of4']:.2f}×** (goal 1.3×), "
+        f"**decode batch 1 {d['decode_speedup_bf16_2of4']:.2f}×** bf16 (goal 1.5×) and "
+        f"**{d['decode_speedup_int4_2of4']:.2f}×** int4 (goal 3×); stock torch 2:4: prefill "
+        f"{p['dense'] / p['stock_2of4']:.2f}×, decode {b1['stock_2of4'] / b1['dense']:.2f}×. Goals not reached "
+        "are explained below. Our bf16 model holds the packed weights for the Triton kernels *and* cuSPARSELt's "
+        "compressed copy (both 56% of dense), hence more memory than dense.",
+        "",
+        "Per GEMM (µs; N×K = out×in features; *eager* = a plain PyTorch call, host work included; *GPU* = the same "
+        "calls replayed from a CUDA graph; weights rotated over copies larger than L2; bound = 2:4 bytes / copy "
+        "bandwidth):",
+        "",
+        "| N×K | M | dense eager | stock eager | ours eager | dense GPU | stock GPU | ours GPU (path) | ours int4 GPU "
+        "| Triton GPU | cuSPARSELt GPU | 2:4 byte bound | ours/dense GPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in d["gemm"]:
+        if r.get("timed") is False:
+            lines.append(f"| {r['shape']} | {r['m']} | correctness check failed | | | | | | | | | | |")
+            continue
+        lines.append(
+            f"| {r['shape']} | {r['m']} | {f1(r['dense_us'])} | {f1(r.get('stock_us'))} | {f1(r['ours_us'])} | "
+            f"{f1(r['dense_gpu_us'])} | {f1(r.get('stock_gpu_us'))} | {f1(r['ours_gpu_us'])} ({r['ours_path']}) | "
+            f"{f1(r.get('ours_int4_gpu_us'))} | {f1(r.get('triton_gpu_us'))} | {f1(r.get('cusparselt_gpu_us'))} | "
+            f"{f1(r['bound_us_24_bytes'])} | {r['dense_gpu_us'] / r['ours_gpu_us']:.2f}× |"
+        )
+    g = {(r["shape"], r["m"]): r for r in d["gemm"] if r.get("timed") is not False}
+
+    def per_token(key: str, m: int = 1) -> float:  # one decoder layer's 7 GEMMs x layers, µs
+        shapes = [("4096x4096", 4), ("11008x4096", 2), ("4096x11008", 1)]
+        return e2e["layers"] * sum(n * g[(s, m)][key] for s, n in shapes) / 1000
+
+    dense_ms, ours_ms = 1000 / b1["dense"], 1000 / b1["ours_2of4"]
+    pre_ratio = [r["dense_gpu_us"] / r["ours_gpu_us"] for r in g.values() if r["m"] == 2048]
+    small_ratio = [r["cusparselt_gpu_us"] / r["dense_gpu_us"] for r in g.values() if r["m"] in (16, 64)]
+    lines += [
+        "",
+        "What the figures say, and what would close the gaps:",
+        "",
+        f"- **Prefill.** With plans made once per shape, cuSPARSELt runs the M = 2048 GEMMs "
+        f"{min(pre_ratio):.2f}–{max(pre_ratio):.2f}× faster than "
+        "cuBLAS, and eager calls cost what graph replays cost (stock torch 2:4 pays 0.5–2 ms of host set-up per "
+        "call in eager mode, which is why it is far *slower* than dense in eager prefill). End to end the gain "
+        "shrinks to "
+        f"{d['prefill_speedup_bf16_2of4']:.2f}× because attention, norms and rotary embeddings are untouched, and "
+        "q/k/v and gate/up run as separate, smaller GEMMs. Next: fuse q/k/v and gate/up into one sparse GEMM each.",
+        f"- **Decode, batch 1.** A dense token takes {dense_ms:.2f} ms, of which the 224 GEMMs take "
+        f"{per_token('dense_gpu_us'):.2f} ms (GPU times above); ours {ours_ms:.2f} ms with GEMMs at "
+        f"{per_token('ours_gpu_us'):.2f} ms. Our M = 1 Triton GEMV reaches only dense speed: "
+        f"{g[('4096x4096', 1)]['ours_gpu_us']:.1f} µs for 4096×4096 against a 2:4 byte bound of "
+        f"{g[('4096x4096', 1)]['bound_us_24_bytes']:.1f} µs — and the int4 kernel, which reads a third of those "
+        f"bytes, takes the same {g[('4096x4096', 1)]['ours_int4_gpu_us']:.1f} µs. So it is bound by instructions "
+        "and latency per 4-column group (presumably the per-element metadata loads, int16/bf16 bit casts and "
+        "selects in Triton's layout; no profiler counters were read), not by memory. At the byte bound the GEMMs "
+        "would take "
+        f"{per_token('bound_us_24_bytes'):.2f} ms (bf16) and {per_token('bound_us_int4_bytes'):.2f} ms (int4), "
+        f"i.e. about {dense_ms / (dense_ms - per_token('dense_gpu_us') + per_token('bound_us_24_bytes')):.2f}× and "
+        f"{dense_ms / (dense_ms - per_token('dense_gpu_us') + per_token('bound_us_int4_bytes')):.2f}× end to end: "
+        "the ~3 ms of non-GEMM kernels per token cap int4 below the 3× goal unless they are fused too. What would "
+        "close the GEMM gap: a CUDA kernel with 16-byte vector loads of eight groups per thread, the metadata "
+        "word kept in a register, x in shared memory and bit-op bf16 extraction, or the sparse tensor-core "
+        "`mma.sp` instruction fed with metadata pre-shuffled into its fragment layout (Sparse-Marlin's design).",
+        f"- **Decode, batch 16.** cuSPARSELt's small-M kernels are {min(small_ratio):.1f}–{max(small_ratio):.1f}× "
+        "slower than cuBLAS (M = 16 and 64) and our Triton "
+        "tile kernel (which expands the 2:4 tile in registers before a dense `tl.dot`) is slower still for the "
+        "11008-wide shapes; the per-shape search picks the faster of the two "
+        "(`end_to_end.paths` in bench/runtime.json). The `mma.sp` kernel above is the fix here too.",
+        "- Kernel versions and their logs: bench/logs/ (v1: tile expansion with joins, M = 1 padded to 16; v2: "
+        "per-column expansion, 3–10× slower; v3: cuSPARSELt everywhere; v4/v5: the M = 1 GEMV + path search).",
+        "",
+    ]
+    return lines
+
+
 def common_args(batch_size: int):
     """The arguments every SmolLM2/7B-shape benchmark takes."""
     import argparse
@@ -236,6 +340,9 @@ def render() -> str:
             if pr_cpu.exists() and "calibration" in json.loads(pr_cpu.read_text())
             else None,
         )
+    rt = ROOT / "bench/runtime.json"
+    if rt.exists():
+        lines += _runtime(json.loads(rt.read_text()))
     lines += [
         "## Notes",
         "",

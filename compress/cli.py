@@ -61,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--repo", required=True, help="owner/name")
     h.add_argument("--public", action="store_true", help="create a public repo (default: private)")
     h.add_argument("--dry-run", action="store_true", help="validate and list files; no network")
+    g = sub.add_parser("generate", help="greedy generation from a 2:4 checkpoint, computing on the compressed form")
+    g.add_argument("--model", required=True, type=Path, help="checkpoint folder written by `run` with a 2:4 recipe")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--max-new-tokens", type=int, default=32)
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (GPU: our kernels; CPU: reference)")
+    g.add_argument("--int4", action="store_true", help="quantise the kept values to int4 (RTN, group 128) on load")
     return p
 
 
@@ -192,6 +198,13 @@ def main(argv: list[str] | None = None) -> int:
             from compress.card import write_card
 
             print(f"wrote {write_card(args.model_dir)}")
+        elif args.cmd == "generate":
+            from compress.pipeline import resolve_device
+            from compress.runtime.generate import generate
+
+            r = generate(args.model, args.prompt, args.max_new_tokens, resolve_device(args.device), args.int4, _log)
+            print(r["text"])
+            _log(f"{len(r['tokens'])} tokens in {r['wall_s']:.2f} s")
         elif args.cmd == "push":
             from compress.hub import push
 

@@ -46,3 +46,20 @@ def test_exported_checkpoint_is_24_and_reproduces_its_perplexity(reports):
         assert satisfies_nm(model.get_submodule(name).weight, 2, 4), name
     ppl = evaluate_perplexity(model, tokenizer, EVAL, torch.device("cpu"), progress=False)["wiki"]["ppl"]
     assert ppl == pytest.approx(report["perplexity"]["wiki"]["compressed"], rel=1e-5)
+
+
+def test_generate_on_the_compressed_form_matches_the_dense_decompressed_model(reports, capsys):
+    """`python -m compress generate` (CPU reference path of the 2:4 runtime) gives the tokens of the
+    dense-decompressed checkpoint."""
+    from compress.cli import main
+    from compress.runtime.generate import generate
+
+    _, folder = reports["wanda"]
+    prompt = "The capital of France is"
+    sparse = generate(folder, prompt, max_new_tokens=10, log=lambda m: None)
+    model, tokenizer = load_checkpoint(folder)
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    dense = model.generate(ids, max_new_tokens=10, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+    assert sparse["tokens"] == dense[0, ids.shape[1] :].tolist()
+    assert main(["generate", "--model", str(folder), "--prompt", prompt, "--max-new-tokens", "10"]) == 0
+    assert capsys.readouterr().out.strip() == sparse["text"].strip()

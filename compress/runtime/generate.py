@@ -1,0 +1,44 @@
+"""Greedy generation from an exported 2:4 checkpoint on the compressed weights (`python -m compress generate`)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from compress.errors import UserError
+
+
+def generate(
+    folder: str | Path,
+    prompt: str,
+    max_new_tokens: int = 32,
+    device: torch.device | None = None,
+    int4: bool = False,
+    log=print,
+) -> dict:
+    """Load `folder` with Sparse24Linear layers on `device` and greedily continue `prompt`.
+
+    On a GPU the layers run our kernels (the per-shape path search runs once first); elsewhere the pure-torch
+    reference path, which computes exactly what the dense-decompressed model computes."""
+    from compress.runtime.linear import choose_paths
+    from compress.runtime.model import load_runtime_model
+
+    device = device or torch.device("cpu")
+    if max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model, tokenizer, names = load_runtime_model(folder, device, dtype, int4=int4)
+    if tokenizer is None:
+        raise UserError(f"{folder} has no tokenizer files; export it with `python -m compress run`")
+    if device.type == "cuda":
+        choose_paths(model, ms=(1,))
+    ids = tokenizer(prompt, return_tensors="pt").input_ids.to(device)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+    wall = time.perf_counter() - t0
+    new = out[0, ids.shape[1] :]
+    log(f"{len(names)} Linear layers on the 2:4 {'int4' if int4 else 'compressed'} path, device {device}")
+    return {"text": tokenizer.decode(new, skip_special_tokens=True), "tokens": new.tolist(), "wall_s": wall}
