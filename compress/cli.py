@@ -67,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--max-new-tokens", type=int, default=32)
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (GPU: our kernels; CPU: reference)")
     g.add_argument("--int4", action="store_true", help="quantise the kept values to int4 (RTN, group 128) on load")
+    k2 = sub.add_parser("pack", help="convert a 2:4 checkpoint into the runtime's packed format (bf16 or int4)")
+    k2.add_argument("--model", required=True, type=Path, help="checkpoint folder with sparse-24-bitmask weights")
+    k2.add_argument("--out", required=True, type=Path)
+    k2.add_argument("--int4", action="store_true", help="kept values as symmetric int4, group 128, round to nearest")
+    k2.add_argument("--overwrite", action="store_true")
     return p
 
 
@@ -205,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
             r = generate(args.model, args.prompt, args.max_new_tokens, resolve_device(args.device), args.int4, _log)
             print(r["text"])
             _log(f"{len(r['tokens'])} tokens in {r['wall_s']:.2f} s")
+        elif args.cmd == "pack":
+            from compress.runtime.pack import pack
+
+            print(f"wrote {pack(args.model, args.out, int4=args.int4, overwrite=args.overwrite)}")
         elif args.cmd == "push":
             from compress.hub import push
 

@@ -139,6 +139,7 @@ def save_checkpoint(
     ignore: list[str] = (),
     extra_files: dict[str, str] | None = None,
     overwrite: bool = False,
+    quantization_config: dict | None = None,
 ) -> Path:
     """Write config, tokenizer, generation config, safetensors weights (2:4 modules compressed) and
     `extra_files` (name -> text) into `out`, atomically."""
@@ -171,7 +172,9 @@ def save_checkpoint(
 
         config = model.config.to_dict()
         config.pop("quantization_config", None)
-        if compress_24_modules:
+        if quantization_config is not None:
+            config["quantization_config"] = quantization_config
+        elif compress_24_modules:
             config["quantization_config"] = sparsity_config(model, compress_24_modules, list(ignore))
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         if getattr(model, "generation_config", None) is not None:

@@ -117,3 +117,54 @@ def test_triton_kernels_match_the_reference(m, k):
         ref = format24.matmul_24_int4_reference(x.double(), q, s.double(), meta)
         y = triton_decode.sparse24_int4_matmul(x.to(device), q.to(device), s.to(device), meta.to(device))
         assert ((y.double().cpu() - ref).norm() / ref.norm()) < 1e-2
+
+
+def _exported(tmp_path):
+    from compress.export import save_checkpoint
+
+    model = tiny_llama(hidden=128)
+    names = set()
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Linear) and ".layers." in f".{name}":
+            m.weight.data *= magnitude_mask(m.weight.data, NM(2, 4))
+            names.add(name)
+    return model, save_checkpoint(model, None, tmp_path / "ckpt", compress_24_modules=names)
+
+
+@pytest.mark.parametrize("int4", [False, True])
+def test_packed_checkpoint_loads_without_dense_weights_and_computes_the_same(tmp_path, int4):
+    import json
+
+    from compress.runtime.model import load_runtime_model
+    from compress.runtime.pack import QUANT_METHOD, pack
+
+    _, folder = _exported(tmp_path)
+    cpu = torch.device("cpu")
+    converted, _, names = load_runtime_model(folder, cpu, int4=int4)
+    packed = pack(folder, tmp_path / "packed", int4=int4)
+    qc = json.loads((packed / "config.json").read_text())["quantization_config"]
+    assert qc["quant_method"] == QUANT_METHOD and qc["int4"]["group_size"] == 128 and "meta" in qc["layout"]["bf16"]
+    assert sorted(qc["int4_modules" if int4 else "bf16_modules"]) == sorted(names) and len(names) == 14
+    loaded, _, loaded_names = load_runtime_model(packed, cpu)
+    assert sorted(loaded_names) == sorted(names)
+    for name in names:
+        a, b = converted.get_submodule(name), loaded.get_submodule(name)
+        assert isinstance(b, Sparse24Linear) and b.int4 == int4
+        assert torch.equal(a.dense_weight(), b.dense_weight())
+    ids = torch.randint(0, 128, (2, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(converted(ids).logits, loaded(ids).logits)
+
+
+def test_pack_refuses_bad_input(tmp_path):
+    from compress.errors import UserError
+    from compress.export import save_checkpoint
+    from compress.runtime.pack import pack
+
+    _, folder = _exported(tmp_path)
+    with pytest.raises(UserError, match="already exists"):
+        pack(folder, folder)
+    dense = save_checkpoint(tiny_llama(), None, tmp_path / "dense")
+    with pytest.raises(UserError, match="holds no 2:4-compressed weights"):
+        pack(dense, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

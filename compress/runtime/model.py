@@ -56,18 +56,27 @@ def compressed_modules(folder: Path) -> set[str]:
 
 
 def load_runtime_model(folder: str | Path, device: torch.device, dtype: torch.dtype | None = None, int4: bool = False):
-    """(model with Sparse24Linear layers on `device`, tokenizer, names converted) from an exported folder."""
+    """(model with Sparse24Linear layers on `device`, tokenizer, names converted) from an exported folder
+    (`sparse-24-bitmask`, converted on load; `int4` quantises the kept values) or a packed one (used as is)."""
     from compress.export import load_checkpoint
+    from compress.runtime.pack import is_packed, load_packed
 
     folder = Path(folder)
-    model, tokenizer = load_checkpoint(folder, dtype)
-    names = compressed_modules(folder)
-    if not names:
-        raise UserError(f"{folder} holds no 2:4-compressed weights; export a 2:4 recipe first")
-    done = sparsify(model, names, int4=int4)
+    if not (folder / "config.json").exists():
+        raise UserError(f"{folder} has no config.json; pass a folder written by `python -m compress run` or `pack`")
+    if is_packed(folder):
+        if int4:
+            raise UserError(f"{folder} is already packed; --int4 applies when converting a sparse-24-bitmask folder")
+        model, tokenizer, done = load_packed(folder, dtype)
+    else:
+        model, tokenizer = load_checkpoint(folder, dtype)
+        names = compressed_modules(folder)
+        if not names:
+            raise UserError(f"{folder} holds no 2:4-compressed weights; export a 2:4 recipe first")
+        done = sparsify(model, names, int4=int4)
     model.to(device)
     if device.type == "cuda":
         prepare(model)
     cfg = json.loads((folder / "config.json").read_text())
-    model.runtime_info = {"converted": len(done), "int4": int4, "sparsity_config": cfg.get("quantization_config")}
+    model.runtime_info = {"converted": len(done), "int4": int4, "quantization_config": cfg.get("quantization_config")}
     return model, tokenizer, done
