@@ -1,6 +1,12 @@
+import os
+
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+
+if not torch.cuda.is_available():  # Triton's CPU interpreter for the 2:4 kernel tests; must precede any
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # import of triton (transformers imports it)
+
+from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 
 def tiny_llama(seed: int = 0, hidden: int = 64, layers: int = 2) -> LlamaForCausalLM:
