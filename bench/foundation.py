@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.render import common_args, run_meta, save  # noqa: E402
+from bench.render import common_args, llama2_7b_shaped, run_meta, save  # noqa: E402
 from compress.config import EvalConfig, PruneConfig  # noqa: E402
 from compress.data import calibration_windows, load_calibration_corpus  # noqa: E402
 from compress.environment import peak_memory  # noqa: E402
@@ -81,24 +81,12 @@ def smollm2(args, device: torch.device) -> dict:
 
 
 def llama7b_shape(args, device: torch.device) -> dict:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     assert device.type == "cuda", "the Llama-2-7B-shaped benchmark needs a CUDA device"
-    config = LlamaConfig(
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=32,
-        vocab_size=32000,
-        max_position_embeddings=4096,
-    )
-    torch.manual_seed(0)
     t0 = time.perf_counter()
-    with torch.device(device):  # random init on the GPU is fast; the model then lives on the CPU
-        model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model = llama2_7b_shaped(32, device)  # random init on the GPU is fast; the model then lives on the CPU
     model.to("cpu").eval()
     create_s = time.perf_counter() - t0
+    config = model.config
     windows = torch.randint(0, config.vocab_size, (128, 2048), generator=torch.Generator().manual_seed(0))
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)

@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.render import common_args, run_meta, save  # noqa: E402
+from bench.render import common_args, llama2_7b_shaped, run_meta, save  # noqa: E402
 from compress.config import DSnoTOptions, EvalConfig, OWLOptions, PruneConfig  # noqa: E402
 from compress.data import calibration_windows, load_calibration_corpus  # noqa: E402
 from compress.models import load_model, resolve_dtype  # noqa: E402
@@ -93,21 +93,8 @@ def smollm2(args, device, results) -> None:
 
 
 def llama7b(args, device, results) -> None:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     layers = args.llama_layers
-    config = LlamaConfig(
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_hidden_layers=layers,
-        num_attention_heads=32,
-        num_key_value_heads=32,
-        vocab_size=32000,
-        max_position_embeddings=4096,
-    )
-    torch.manual_seed(0)
-    with torch.device(device):
-        base = LlamaForCausalLM(config).to(torch.bfloat16)
+    base = llama2_7b_shaped(layers, device)  # random init on the GPU is fast; the model then lives on the CPU
     base.to("cpu").eval()
     windows = torch.randint(0, 32000, (128, 2048), generator=torch.Generator().manual_seed(0))
     out = results.setdefault("time_s_7b_shape", {})

@@ -259,6 +259,26 @@ def common_args(batch_size: int):
     return p
 
 
+def llama2_7b_shaped(layers: int, device):
+    """A Llama-2-7B-shaped model (4096 / 11008, 32 heads, 32000 vocab) with `layers` decoder layers, random
+    weights from seed 0, bf16, on `device` — speed benchmarks need the shapes, not trained weights."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=layers,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        vocab_size=32000,
+        max_position_embeddings=4096,
+    )
+    torch.manual_seed(0)
+    with torch.device(device):
+        return LlamaForCausalLM(config).to(torch.bfloat16)
+
+
 def run_meta() -> dict:
     """Date, command and machine of a benchmark run, stored beside its figures."""
     import datetime

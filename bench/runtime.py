@@ -21,8 +21,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.render import run_meta, save  # noqa: E402
+from bench.render import llama2_7b_shaped, run_meta, save  # noqa: E402
 from compress.runtime.linear import Sparse24Linear, choose_paths, graph_time_us  # noqa: E402
+from compress.runtime.linear import event_time_us as bench_us  # noqa: E402
 from compress.runtime.model import prepare, sparsify  # noqa: E402
 from prune.config import NM  # noqa: E402
 from prune.magnitude import magnitude_mask  # noqa: E402
@@ -32,23 +33,6 @@ MS = [1, 16, 64, 512, 2048, 8192]
 L2_BYTES = 60 * 2**20
 DENSE_FLOPS = 790e12  # bf16 matrix rate measured on this machine kind (KINDS.md)
 nan = float("nan")
-
-
-def bench_us(fn, reps: int = 50) -> float:
-    """Median microseconds of fn() over CUDA events, after warm-up."""
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) * 1000)
-    times.sort()
-    return times[len(times) // 2]
 
 
 def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
@@ -171,20 +155,7 @@ def gemm_table(results: dict, bw: float, out: Path) -> None:
 
 
 def llama7b(layers: int):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_hidden_layers=layers,
-        num_attention_heads=32,
-        num_key_value_heads=32,
-        vocab_size=32000,
-        max_position_embeddings=4096,
-    )
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
+    model = llama2_7b_shaped(layers, torch.device("cuda")).eval()
     for layer in model.model.layers:  # real 2:4 masks (magnitude) on every decoder Linear
         for m in layer.modules():
             if isinstance(m, torch.nn.Linear):

@@ -93,6 +93,26 @@ def test_converted_model_generates_the_dense_decompressed_tokens(int4):
     assert torch.equal(sparse.generate(ids, **kw), model.generate(ids, **kw))
 
 
+def test_path_choice_follows_the_measured_table():
+    lin = torch.nn.Linear(256, 24)
+    W, keep = _sparse()
+    lin.weight.data = W
+    sp = Sparse24Linear.from_linear(lin, keep)
+    assert sp.path(1) == "triton"  # no cuSPARSELt form yet
+    sp.cslt = torch.zeros(1, dtype=torch.uint8)
+    assert sp.path(1) == "cusparselt" and sp.path(4096) == "cusparselt"  # bf16 default, prefill
+    sp.paths = {1: "triton", 16: "cusparselt"}
+    assert [sp.path(m) for m in (1, 2, 16, 17, 65)] == [
+        "triton",
+        "cusparselt",
+        "cusparselt",
+        "cusparselt",
+        "cusparselt",
+    ]
+    sp.paths = {16: "triton"}
+    assert sp.path(8) == "triton" and sp.path(32) == "cusparselt"
+
+
 def _triton_available():
     """A GPU, or Triton's CPU interpreter (the `interp` extra; conftest sets TRITON_INTERPRET=1 without a GPU)."""
     if torch.cuda.is_available():

@@ -4,7 +4,7 @@ positions), computing on it directly. Path by device, M (tokens in the call) and
   CUDA, M > decode_max_m     -> cuSPARSELt on the sparse tensor cores with cached plans (prefill);
   CUDA, M <= decode_max_m    -> "triton" (our kernels reading the packed form) or "cusparselt" (M padded to 16),
                                 whichever `choose_paths` measured faster for this (N, K, format, M) on this GPU
-                                (a one-time search, cached in PATHS); before a search: triton for int4,
+                                (a one-time search, kept on each layer); before a search: triton for int4,
                                 cuSPARSELt for bf16.
 The cuSPARSELt form is made on the GPU by `prepare_prefill()` from the same (dequantised) weights.
 """
@@ -17,7 +17,6 @@ from torch import nn
 from compress.runtime import format24
 
 DECODE_MAX_M = 64
-PATHS: dict[tuple, str] = {}  # (N, K, int4, dtype, M) -> "triton" | "cusparselt", filled by choose_paths
 
 
 class Sparse24Linear(nn.Module):
@@ -42,6 +41,7 @@ class Sparse24Linear(nn.Module):
         self.register_buffer("scales", scales)
         self.register_buffer("bias", bias)
         self.register_buffer("cslt", None)  # cuSPARSELt's compressed form, made by prepare_prefill()
+        self.paths: dict[int, str] = {}  # M -> "triton" | "cusparselt", measured by choose_paths
 
     @property
     def int4(self) -> bool:
@@ -69,9 +69,10 @@ class Sparse24Linear(nn.Module):
 
         self.cslt = backend().compress(self.dense_weight())
 
-    def path_key(self, m: int) -> tuple:
+    def shape_key(self) -> tuple:
+        """(N, K, int4, dtype): layers with equal keys run the same kernels equally fast."""
         dtype = self.scales.dtype if self.int4 else self.values.dtype
-        return (self.out_features, self.in_features, self.int4, dtype, m)
+        return (self.out_features, self.in_features, self.int4, dtype)
 
     def path(self, m: int) -> str:
         """Which kernel a CUDA call with m tokens takes."""
@@ -79,7 +80,10 @@ class Sparse24Linear(nn.Module):
             return "triton"
         if m > self.decode_max_m:
             return "cusparselt"
-        return PATHS.get(self.path_key(m), "triton" if self.int4 else "cusparselt")
+        measured = [k for k in self.paths if k >= m]  # the nearest measured M at or above m
+        if measured:
+            return self.paths[min(measured)]
+        return "triton" if self.int4 else "cusparselt"
 
     def run_path(self, x2: torch.Tensor, path: str) -> torch.Tensor:
         """x2 (M, K) contiguous CUDA -> (M, N) through one named path (no bias)."""
@@ -110,6 +114,22 @@ class Sparse24Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, 2:4 {kind}"
 
 
+def event_time_us(fn, reps: int = 50, warmup: int = 3) -> float:
+    """Median microseconds of fn() between two CUDA events, after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) * 1000)
+    return sorted(times)[len(times) // 2]
+
+
 def graph_time_us(fn, calls: int = 10, replays: int = 5) -> float:
     """GPU microseconds per fn() call: `calls` calls captured in one CUDA graph, median of `replays` replays
     (no host overhead in the figure, as in graph-replayed decoding); eager event timing if capture fails."""
@@ -129,28 +149,21 @@ def graph_time_us(fn, calls: int = 10, replays: int = 5) -> float:
             for _ in range(calls):
                 fn()
 
-    times = []
-    for _ in range(replays):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        run()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) * 1000 / calls)
-    return sorted(times)[len(times) // 2]
+    return event_time_us(run, reps=replays, warmup=0) / calls
 
 
 @torch.inference_mode()
 def choose_paths(model: nn.Module, ms=(1, 2, 4, 8, 16, 32, 64), per_key: int = 8) -> dict[tuple, dict]:
     """Time both small-M paths for every (N, K, format) of the model's CUDA Sparse24Linear layers and each M
-    (over up to `per_key` distinct layers, so the weights do not sit in L2); record the faster in PATHS."""
+    (over up to `per_key` distinct layers, so the weights do not sit in L2); every layer of that key records the
+    faster in its `paths`. Returns {(N, K, int4, dtype, M): {"us": {path: µs}, "chosen": path}}."""
     groups: dict[tuple, list[Sparse24Linear]] = {}
     for m in model.modules():
         if isinstance(m, Sparse24Linear) and m.meta.is_cuda and m.cslt is not None:
-            groups.setdefault(m.path_key(0)[:4], []).append(m)
+            groups.setdefault(m.shape_key(), []).append(m)
     report = {}
-    for key, mods in groups.items():
-        mods = mods[:per_key]
+    for key, layers in groups.items():
+        mods = layers[:per_key]
         dtype = key[3]
         for m in ms:
             if m > mods[0].decode_max_m:
@@ -161,6 +174,7 @@ def choose_paths(model: nn.Module, ms=(1, 2, 4, 8, 16, 32, 64), per_key: int = 8
                 for p in ("triton", "cusparselt")
             }
             best = min(times, key=times.get)
-            PATHS[(*key, m)] = best
+            for layer in layers:
+                layer.paths[m] = best
             report[(*key, m)] = {"us": times, "chosen": best}
     return report
