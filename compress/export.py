@@ -236,23 +236,32 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_checkpoint(folder: str | Path, dtype: torch.dtype | None = None):
-    """(model on CPU in eval mode, tokenizer) from an exported folder; weights restored bit-exactly."""
-    from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+def read_config(folder: Path):
+    """(transformers config without its `quantization_config`, that dict or None) of a checkpoint folder."""
+    from transformers import AutoConfig
 
-    folder = Path(folder)
     if not (folder / "config.json").exists():
         raise UserError(f"{folder} has no config.json; pass a folder written by `python -m compress run`")
     try:
         config = AutoConfig.from_pretrained(folder)
     except Exception as e:  # noqa: BLE001
         raise UserError(f"{folder}/config.json is broken ({str(e).splitlines()[0][:160]})") from None
-    if hasattr(config, "quantization_config"):
+    qc = getattr(config, "quantization_config", None)
+    if qc is not None:
         del config.quantization_config  # decoded here, not by a transformers quantizer
-    state = read_state_dict(folder)
+    return config, qc
+
+
+def build_model(folder: Path, config, state: dict[str, torch.Tensor], dtype: torch.dtype | None, replace=None):
+    """(model on CPU in eval mode, tokenizer): `config`'s architecture without allocating weights, `replace(model)`
+    swapping in runtime modules if given, then every tensor of `state` assigned (checked against the model)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     with init_empty_weights():
         model = AutoModelForCausalLM.from_config(config, dtype=dtype or config.dtype)
+    if replace is not None:
+        replace(model)
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if getattr(config, "tie_word_embeddings", False):
         model.tie_weights()
@@ -265,3 +274,10 @@ def load_checkpoint(folder: str | Path, dtype: torch.dtype | None = None):
         model.to(dtype)
     tokenizer = AutoTokenizer.from_pretrained(folder) if (folder / "tokenizer_config.json").exists() else None
     return model.eval(), tokenizer
+
+
+def load_checkpoint(folder: str | Path, dtype: torch.dtype | None = None):
+    """(model on CPU in eval mode, tokenizer) from an exported folder; weights restored bit-exactly."""
+    folder = Path(folder)
+    config, _ = read_config(folder)
+    return build_model(folder, config, read_state_dict(folder), dtype)

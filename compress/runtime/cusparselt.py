@@ -4,7 +4,7 @@ The shim (csrc/cslt_shim.cpp) is compiled with g++ against the cuSPARSELt header
 `nvidia-cusparselt` wheel that torch itself loads, cached under the project cache, and called through ctypes.
 Per (N, K, M, dtype) it keeps one plan, tuned once with cusparseLtMatmulSearch on the first call's operands;
 a matmul is then one library call (no per-call descriptor/plan set-up, unlike torch._cslt_sparse_mm).
-If the shim cannot be built or loaded, `Backend` falls back to torch._cslt_sparse_mm with a searched alg id.
+If the shim cannot be built or loaded, `backend()` falls back to torch._cslt_sparse_mm with a searched alg id.
 """
 
 from __future__ import annotations
@@ -90,6 +90,13 @@ def _check(so, rc: int, what: str) -> None:
         raise RuntimeError(f"{what}: {so.cslt_last_error().decode()}")
 
 
+def _pad_rows(x: torch.Tensor) -> torch.Tensor:
+    """x (M, K) with zero rows appended up to a multiple of PAD_M (cuSPARSELt wants aligned dense operands;
+    M = 1 fails unpadded)."""
+    extra = -x.shape[0] % PAD_M
+    return torch.nn.functional.pad(x, (0, 0, 0, extra)) if extra else x
+
+
 def _stream() -> int:
     return torch.cuda.current_stream().cuda_stream
 
@@ -99,7 +106,7 @@ class Plans:
 
     def __init__(self):
         self.so = load_shim()
-        self.cache: dict[tuple, tuple[int, torch.Tensor, int]] = {}
+        self.cache: dict[tuple, tuple[int, torch.Tensor]] = {}  # key -> (plan, workspace)
 
     def compress(self, W: torch.Tensor) -> torch.Tensor:
         """cuSPARSELt's compressed form (values + its own metadata) of a 2:4 CUDA weight (N, K)."""
@@ -118,12 +125,8 @@ class Plans:
         return out
 
     def matmul(self, packed: torch.Tensor, x: torch.Tensor, n: int) -> torch.Tensor:
-        """x (M, K) contiguous @ W^T -> (M, N), W given by its compressed form. M is padded to a multiple of
-        16 (cuSPARSELt's kernels want aligned dense operands; M = 1 fails unpadded)."""
-        m0 = x.shape[0]
-        if m0 % PAD_M:
-            x = torch.nn.functional.pad(x, (0, 0, 0, PAD_M - m0 % PAD_M))
-        return self._matmul(packed, x, n)[:m0]
+        """x (M, K) contiguous @ W^T -> (M, N), W given by its compressed form (M padded by _pad_rows)."""
+        return self._matmul(packed, _pad_rows(x), n)[: x.shape[0]]
 
     def _matmul(self, packed: torch.Tensor, x: torch.Tensor, n: int) -> torch.Tensor:
         m, k = x.shape
@@ -144,8 +147,8 @@ class Plans:
             _check(self.so, rc, "cusparseLtMatmulSearch")
             if ws.value > work.numel():
                 work = torch.empty(ws.value, dtype=torch.uint8, device=x.device)
-            entry = self.cache[key] = (plan.value, work, alg.value)
-        plan, work, _ = entry
+            entry = self.cache[key] = (plan.value, work)
+        plan, work = entry
         rc = self.so.cslt_matmul(plan, packed.data_ptr(), x.data_ptr(), y.data_ptr(), work.data_ptr(), _stream())
         _check(self.so, rc, "cusparseLtMatmul")
         return y
@@ -161,13 +164,11 @@ class TorchCslt:
         return torch._cslt_compress(W.contiguous())
 
     def matmul(self, packed: torch.Tensor, x: torch.Tensor, n: int) -> torch.Tensor:
-        m0 = x.shape[0]
-        if m0 % PAD_M:
-            x = torch.nn.functional.pad(x, (0, 0, 0, PAD_M - m0 % PAD_M))
-        key = (n, *x.shape, x.dtype)
+        xp = _pad_rows(x)
+        key = (n, *xp.shape, xp.dtype)
         if key not in self.alg:
-            self.alg[key] = torch._cslt_sparse_mm_search(packed, x.t())
-        return torch._cslt_sparse_mm(packed, x.t(), transpose_result=True, alg_id=self.alg[key])[:m0]
+            self.alg[key] = torch._cslt_sparse_mm_search(packed, xp.t())
+        return torch._cslt_sparse_mm(packed, xp.t(), transpose_result=True, alg_id=self.alg[key])[: x.shape[0]]
 
 
 @lru_cache(maxsize=1)

@@ -22,7 +22,7 @@ def generate(
 
     On a GPU the layers run our kernels (the per-shape path search runs once first); elsewhere the pure-torch
     reference path, which computes exactly what the dense-decompressed model computes."""
-    from compress.runtime.linear import choose_paths
+    from compress.runtime.linear import Sparse24Linear, choose_paths
     from compress.runtime.model import load_runtime_model
 
     device = device or torch.device("cpu")
@@ -40,8 +40,6 @@ def generate(
         out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id)
     wall = time.perf_counter() - t0
     new = out[0, ids.shape[1] :]
-    from compress.runtime.linear import Sparse24Linear
-
     n_int4 = sum(1 for m in model.modules() if isinstance(m, Sparse24Linear) and m.int4)
     log(f"{len(names)} Linear layers computing on 2:4 weights ({n_int4} with int4 values), device {device}")
     return {"text": tokenizer.decode(new, skip_special_tokens=True), "tokens": new.tolist(), "wall_s": wall}

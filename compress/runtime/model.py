@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -32,7 +31,7 @@ def sparsify(model: nn.Module, names: set[str] | None = None, int4: bool = False
                 raise UserError(f"{name} is listed as 2:4 but its weight is not 2:4 sparse") from None
             continue
         q = int4 and module.in_features % GROUP == 0
-        new = Sparse24Linear.from_linear(module, keep.to(module.weight.device), int4=q)
+        new = Sparse24Linear.from_linear(module, keep, int4=q)
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, new)
         done.append(name)
@@ -62,8 +61,6 @@ def load_runtime_model(folder: str | Path, device: torch.device, dtype: torch.dt
     from compress.runtime.pack import is_packed, load_packed
 
     folder = Path(folder)
-    if not (folder / "config.json").exists():
-        raise UserError(f"{folder} has no config.json; pass a folder written by `python -m compress run` or `pack`")
     if is_packed(folder):
         if int4:
             raise UserError(f"{folder} is already packed; --int4 applies when converting a sparse-24-bitmask folder")
@@ -77,6 +74,4 @@ def load_runtime_model(folder: str | Path, device: torch.device, dtype: torch.dt
     model.to(device)
     if device.type == "cuda":
         prepare(model)
-    cfg = json.loads((folder / "config.json").read_text())
-    model.runtime_info = {"converted": len(done), "int4": int4, "quantization_config": cfg.get("quantization_config")}
     return model, tokenizer, done

@@ -12,10 +12,9 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 
 from compress.errors import UserError
-from compress.export import check_output_dir, save_checkpoint, weight_files
+from compress.export import build_model, check_output_dir, read_config, read_state_dict, save_checkpoint
 from compress.runtime import format24
 from compress.runtime.linear import Sparse24Linear
 
@@ -55,45 +54,26 @@ def is_packed(folder: Path) -> bool:
 
 def load_packed(folder: str | Path, dtype: torch.dtype | None = None):
     """(model on CPU with Sparse24Linear layers, tokenizer, module names) from a packed folder."""
-    from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     folder = Path(folder)
-    config = AutoConfig.from_pretrained(folder)
-    qc = config.quantization_config
-    del config.quantization_config
+    config, qc = read_config(folder)
     if qc.get("version") != 1:
         raise UserError(f"{folder}: {QUANT_METHOD} version {qc.get('version')} is not supported; re-pack it")
-    state = {}
-    for f in weight_files(folder):
-        try:
-            with safe_open(f, framework="pt") as fh:
-                state.update({k: fh.get_tensor(k) for k in fh.keys()})
-        except (SafetensorError, OSError) as e:
-            raise UserError(f"checkpoint file {f} is damaged or truncated ({e}); re-pack it") from None
-    with init_empty_weights():
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype or config.dtype)
+    state = read_state_dict(folder)
     names = qc["bf16_modules"] + qc["int4_modules"]
-    for name in names:
-        lin = model.get_submodule(name)
-        kw = {b: state.pop(f"{name}.{b}") for b in BUFFERS if f"{name}.{b}" in state}
-        n, k = lin.out_features, lin.in_features
-        expect = {"meta": (n, k // 32), "values": (n, k // 2), "qweight": (n, k // 16), "scales": (n, k // 128)}
-        for b, shape in expect.items():
-            if b in kw and tuple(kw[b].shape) != shape:
-                raise UserError(f"{folder}: {name}.{b} has shape {tuple(kw[b].shape)}, expected {shape}")
-        if "meta" not in kw or (("values" in kw) == ("qweight" in kw and "scales" in kw)):
-            raise UserError(f"{folder}: {name} lacks its 2:4 tensors (meta + values, or meta + qweight + scales)")
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, Sparse24Linear(k, n, **kw))
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    if getattr(config, "tie_word_embeddings", False):
-        model.tie_weights()
-        missing = [m for m in missing if not m.startswith("lm_head.")]
-    missing = [m for m in missing if m.rpartition(".")[0] not in names]
-    if missing or unexpected:
-        raise UserError(f"{folder} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    if dtype is not None:
-        model.to(dtype)
-    tokenizer = AutoTokenizer.from_pretrained(folder) if (folder / "tokenizer_config.json").exists() else None
-    return model.eval(), tokenizer, names
+
+    def replace(model):
+        for name in names:
+            lin = model.get_submodule(name)
+            kw = {b: state[f"{name}.{b}"] for b in BUFFERS if f"{name}.{b}" in state}
+            n, k = lin.out_features, lin.in_features
+            expect = {"meta": (n, k // 32), "values": (n, k // 2), "qweight": (n, k // 16), "scales": (n, k // 128)}
+            for b, shape in expect.items():
+                if b in kw and tuple(kw[b].shape) != shape:
+                    raise UserError(f"{folder}: {name}.{b} has shape {tuple(kw[b].shape)}, expected {shape}")
+            if "meta" not in kw or (("values" in kw) == ("qweight" in kw and "scales" in kw)):
+                raise UserError(f"{folder}: {name} lacks its 2:4 tensors (meta + values, or meta + qweight + scales)")
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, Sparse24Linear(k, n, **kw))
+
+    model, tokenizer = build_model(folder, config, state, dtype, replace)
+    return model, tokenizer, names

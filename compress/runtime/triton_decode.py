@@ -1,6 +1,7 @@
 """Triton kernels for 2:4 matmuls at small M (decode), reading the packed layouts of `format24` directly.
 
-y (M, N) = x (M, K) @ W^T. Each program owns BLOCK_N output rows and BLOCK_M tokens and walks K in tiles of
+y (M, N) = x (M, K) @ W^T. M = 1 runs `_gemv24_kernel` (below). For M > 1 each program owns BLOCK_N output
+rows and BLOCK_M tokens and walks K in tiles of
 BLOCK_K dense columns: it loads BLOCK_K/2 kept values (bf16, or int4 nibbles + one scale per 128 columns) and
 BLOCK_K/32 metadata words per row, expands them in registers to the dense (BLOCK_N, BLOCK_K) tile (each of the
 4 positions of a group takes the kept value whose 2-bit position matches, else 0) and multiplies on the tensor
@@ -150,10 +151,6 @@ _tuned_kernel = triton.autotune(configs=CONFIGS, key=["N", "K", "BLOCK_M", "INT4
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # the CPU interpreter: one fixed config, no tuning
 
 
-def _block_m(m: int) -> int:
-    return 16 if m <= 16 else (32 if m <= 32 else 64)
-
-
 def sparse24_matmul(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
     """x (M, K) contiguous @ W^T for the packed bf16 2:4 layout; (M, N) in x's dtype."""
     return _launch(x, values, None, meta, int4=False)
@@ -168,19 +165,19 @@ def _launch(x, w, s, meta, int4: bool) -> torch.Tensor:
     M, K = x.shape
     N = meta.shape[0]
     y = torch.empty((M, N), dtype=x.dtype, device=x.device)
+    s = s if s is not None else w  # bf16 has no scales; the kernels never read this pointer then
     if M == 1:
         # bf16: a group's two kept values as one 32-bit word; int4: a group's two nibbles as one byte
         wv = w.view(torch.uint8) if int4 else w.view(torch.int32)
-        sv = s if s is not None else w
         grid1 = lambda c: (triton.cdiv(N, c["BLOCK_N"]),)  # noqa: E731
         if INTERPRET:
-            _gemv24_kernel[grid1](x, wv, sv, meta, y, N, K, INT4=int4, BLOCK_N=4, BLOCK_G=32)
+            _gemv24_kernel[grid1](x, wv, s, meta, y, N, K, INT4=int4, BLOCK_N=4, BLOCK_G=32)
         else:
-            _gemv_tuned[grid1](x, wv, sv, meta, y, N, K, INT4=int4)
+            _gemv_tuned[grid1](x, wv, s, meta, y, N, K, INT4=int4)
         return y
-    bm = _block_m(M)
+    bm = 16 if M <= 16 else (32 if M <= 32 else 64)
     grid = lambda meta_: (triton.cdiv(N, meta_["BLOCK_N"]), triton.cdiv(M, bm))  # noqa: E731
-    args = (x, w, s if s is not None else w, meta, y, M, N, K)
+    args = (x, w, s, meta, y, M, N, K)
     if INTERPRET:
         _sparse24_kernel[grid](*args, INT4=int4, BLOCK_M=bm, BLOCK_N=16, BLOCK_K=128)
     else:
