@@ -22,9 +22,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.render import llama2_7b_shaped, run_meta, save  # noqa: E402
-from compress.runtime.linear import Sparse24Linear, choose_paths, graph_time_us  # noqa: E402
+from compress.runtime.linear import CUDA_MAX_M, Sparse24Linear, choose_paths, graph_time_us  # noqa: E402
 from compress.runtime.linear import event_time_us as bench_us  # noqa: E402
-from compress.runtime.model import prepare, sparsify  # noqa: E402
+from compress.runtime.model import compile_forward, prepare, sparsify  # noqa: E402
 from prune.config import NM  # noqa: E402
 from prune.magnitude import magnitude_mask  # noqa: E402
 
@@ -85,10 +85,10 @@ def gemm_table(results: dict, bw: float, out: Path) -> None:
             dense.append(W)
             stock.append(to_sparse_semi_structured(W))
             sp = Sparse24Linear.from_linear(lin, keep)
-            sp.prepare_prefill()
+            sp.prepare_gpu()
             ours.append(sp)
             sp4 = Sparse24Linear.from_linear(lin, keep, int4=True)
-            sp4.prepare_prefill()
+            sp4.prepare_gpu()
             ours4.append(sp4)
         W4 = ours4[0].dense_weight().float()
         small = [m for m in MS if m <= ours[0].decode_max_m]
@@ -107,7 +107,11 @@ def gemm_table(results: dict, bw: float, out: Path) -> None:
                 row["stock_error"] = str(e).splitlines()[0][:160]
             errs = [row["rel_err"], row["rel_err_dense"]]
             if m in small:  # every path either model may take at this M
-                for p in ("triton", "cusparselt"):
+                for p in (
+                    ("cuda", "triton", "cusparselt")
+                    if m <= CUDA_MAX_M and ours[0].cuda_gemv
+                    else ("triton", "cusparselt")
+                ):
                     row[f"rel_err_{p}"] = rel_err(ours[0].run_path(x, p), ref)
                     row[f"rel_err_int4_{p}"] = rel_err(ours4[0].run_path(x, p), ref4)
                     errs += [row[f"rel_err_{p}"], row[f"rel_err_int4_{p}"]]
@@ -145,7 +149,8 @@ def gemm_table(results: dict, bw: float, out: Path) -> None:
                 f"{n}x{k} M={m:5d} | eager dense {row['dense_us']:7.1f} stock {row.get('stock_us', nan):7.1f} "
                 f"ours {row['ours_us']:7.1f} | gpu dense {row['dense_gpu_us']:7.1f} "
                 f"stock {row.get('stock_gpu_us', nan):7.1f} ours {row['ours_gpu_us']:7.1f} ({row['ours_path']}) "
-                f"int4 {row.get('ours_int4_gpu_us', nan):7.1f} triton {row.get('triton_gpu_us', nan):7.1f} "
+                f"int4 {row.get('ours_int4_gpu_us', nan):7.1f} cuda {row.get('cuda_gpu_us', nan):7.1f} "
+                f"triton {row.get('triton_gpu_us', nan):7.1f} "
                 f"cslt {row.get('cusparselt_gpu_us', nan):7.1f} | bound24 {row['bound_us_24_bytes']:5.1f} us",
                 flush=True,
             )
@@ -233,8 +238,30 @@ def decode_tok_s(model, batch: int, context: int = 128, steps: int = 64, graphs:
     return batch * (steps - 8) / (time.perf_counter() - t0), mode
 
 
-def end_to_end(results: dict, layers: int, out: Path) -> None:
-    e2e = results.setdefault("end_to_end", {"layers": layers, "prefill_tokens": 2048})
+def measure(model, name: str, into: dict) -> None:
+    """Prefill ms and decode tok/s at batch 1 and 16 of one model into `into` (a mode's section)."""
+    try:
+        into.setdefault("prefill_ms", {})[name] = prefill_ms(model, 2048)
+        print(f"  prefill {name}: {into['prefill_ms'][name]:.1f} ms", flush=True)
+    except Exception as e:  # noqa: BLE001
+        print(f"  prefill {name} failed: {e}", flush=True)
+        traceback.print_exc()
+    for batch in (1, 16):
+        try:
+            tps, mode = decode_tok_s(model, batch)
+            into.setdefault("decode_tok_s", {}).setdefault(f"batch{batch}", {})[name] = tps
+            into.setdefault("decode_mode", {})[f"{name}/batch{batch}"] = mode
+            print(f"  decode {name} batch {batch}: {tps:.1f} tok/s ({mode})", flush=True)
+        except Exception as e:  # noqa: BLE001
+            print(f"  decode {name} batch {batch} failed: {str(e)[:300]}", flush=True)
+            traceback.print_exc()
+
+
+def end_to_end(results: dict, layers: int, modes: list[str], out: Path, only: set[str] | None = None) -> None:
+    """Each model runs eagerly first (forward as written, decode step replayed from a CUDA graph), then with
+    `compile_forward` (torch.compile of the whole forward, same for dense and ours) in mode `compiled`."""
+    e2e = results.setdefault("end_to_end", {})
+    e2e.update({"layers": layers, "prefill_tokens": 2048})
     dense = llama7b(layers)
     variants = {"dense": dense}
     ours = copy.deepcopy(dense)
@@ -259,34 +286,39 @@ def end_to_end(results: dict, layers: int, out: Path) -> None:
             k: rel_err(v(ids).logits, ref) for k, v in variants.items() if k not in ("dense", "ours_int4_2of4")
         }
     print(f"logits rel err vs dense: {e2e['logits_rel_err']}", flush=True)
-    for name, model in variants.items():
-        try:
-            e2e.setdefault("prefill_ms", {})[name] = prefill_ms(model, 2048)
-            print(f"prefill {name}: {e2e['prefill_ms'][name]:.1f} ms", flush=True)
-        except Exception as e:  # noqa: BLE001
-            print(f"prefill {name} failed: {e}", flush=True)
-            traceback.print_exc()
-        for batch in (1, 16):
-            try:
-                tps, mode = decode_tok_s(model, batch)
-                e2e.setdefault("decode_tok_s", {}).setdefault(f"batch{batch}", {})[name] = tps
-                e2e.setdefault("decode_mode", {})[f"{name}/batch{batch}"] = mode
-                print(f"decode {name} batch {batch}: {tps:.1f} tok/s ({mode})", flush=True)
-            except Exception as e:  # noqa: BLE001
-                print(f"decode {name} batch {batch} failed: {str(e)[:300]}", flush=True)
-                traceback.print_exc()
-        out.write_text(json.dumps(results, indent=2) + "\n")
-    results["memory_gib"] = {
+    results["memory_gib"] = results.get("memory_gib", {}) | {
         k: sum(b.numel() * b.element_size() for b in list(v.parameters()) + list(v.buffers())) / 2**30
         for k, v in variants.items()
         if k != "stock_2of4"
     }
+    for name, model in variants.items():
+        if only and name not in only:
+            continue
+        if "eager" in modes:
+            print(f"{name}, eager:", flush=True)
+            measure(model, name, e2e)  # eager figures stay at the top level of end_to_end
+            out.write_text(json.dumps(results, indent=2) + "\n")
+        if "compiled" in modes and name != "stock_2of4":  # torch.compile cannot trace the stock sparse tensor
+            print(f"{name}, compiled:", flush=True)
+            t0 = time.perf_counter()
+            compile_forward(model)
+            with torch.inference_mode():
+                err = rel_err(model(ids).logits, ref) if name != "ours_int4_2of4" else None
+            comp = e2e.setdefault("compiled", {})
+            comp.setdefault("logits_rel_err", {})[name] = err
+            measure(model, name, comp)
+            comp.setdefault("compile_and_measure_s", {})[name] = time.perf_counter() - t0
+            out.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def summarise(results: dict) -> None:
+    """Headline figures: from the compiled mode when it was measured (the fastest setting for dense and ours
+    alike), else from the eager mode; `headline_mode` says which."""
     e2e = results.get("end_to_end", {})
-    d = e2e.get("decode_tok_s", {}).get("batch1", {})
-    p = e2e.get("prefill_ms", {})
+    src = e2e["compiled"] if e2e.get("compiled", {}).get("decode_tok_s") else e2e
+    results["headline_mode"] = "compiled" if src is not e2e else "eager"
+    d = src.get("decode_tok_s", {}).get("batch1", {})
+    p = src.get("prefill_ms", {})
     results["decode_tok_s"] = {k: d.get(k) for k in ("dense", "stock_2of4", "ours_2of4", "ours_int4_2of4")}
     if d.get("dense") and d.get("ours_2of4"):
         results["decode_speedup_bf16_2of4"] = d["ours_2of4"] / d["dense"]
@@ -301,25 +333,33 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=32, help="decoder layers of the 7B-shaped model")
     p.add_argument("--skip-gemm", action="store_true")
     p.add_argument("--skip-e2e", action="store_true")
+    p.add_argument("--modes", default="eager,compiled", help="end-to-end modes: eager, compiled or both")
+    p.add_argument("--variants", default="", help="end-to-end models to measure (default all): dense,ours_2of4,...")
+    p.add_argument("--update", action="store_true", help="keep the sections of an existing --json not re-run")
     p.add_argument("--json", type=Path, default=Path("bench/runtime.json"))
     args = p.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench/runtime.py needs a CUDA GPU (run it on the GPU machine)")
     from compress.runtime.cusparselt import backend
 
-    results = {"run": run_meta(), "device": torch.cuda.get_device_name(0), "torch": torch.__version__}
+    results = json.loads(args.json.read_text()) if args.update and args.json.exists() else {}
+    commands = results.get("run", {}).get("commands", [])
+    results.update({"run": run_meta(), "device": torch.cuda.get_device_name(0), "torch": torch.__version__})
+    results["run"]["commands"] = [*commands, results["run"]["command"]] if args.update else [results["run"]["command"]]
     results["prefill_backend"] = type(backend()).__name__
     bw = copy_bandwidth()
     results["copy_bandwidth_tb_s"] = bw / 1e12
     print(f"copy bandwidth {bw / 1e12:.2f} TB/s; prefill backend {results['prefill_backend']}", flush=True)
     if not args.skip_gemm:
+        results["gemm"] = []
         try:
             gemm_table(results, bw, args.json)
         except Exception:  # noqa: BLE001
             traceback.print_exc()
     if not args.skip_e2e:
         try:
-            end_to_end(results, args.layers, args.json)
+            only = set(args.variants.split(",")) if args.variants else None
+            end_to_end(results, args.layers, args.modes.split(","), args.json, only)
         except Exception:  # noqa: BLE001
             traceback.print_exc()
     summarise(results)

@@ -111,6 +111,8 @@ def test_path_choice_follows_the_measured_table():
     ]
     sp.paths = {16: "triton"}
     assert sp.path(8) == "triton" and sp.path(32) == "cusparselt"
+    sp.paths, sp.cuda_gemv = {}, True  # the CUDA GEMV built: it takes M <= 8 until a search says otherwise
+    assert [sp.path(m) for m in (1, 8, 9, 65)] == ["cuda", "cuda", "cusparselt", "cusparselt"]
 
 
 def _triton_available():
@@ -193,3 +195,40 @@ def test_pack_refuses_bad_input(tmp_path):
     with pytest.raises(UserError, match="holds no 2:4-compressed weights"):
         pack(dense, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (and nvcc)")
+@pytest.mark.parametrize("n,k", [(37, 128), (1003, 640), (256, 4096)])
+def test_cuda_gemv_matches_the_reference_for_every_launch(n, k):
+    """Row counts that are not a multiple of rows-per-block, every launch shape, M = 1..8, bf16 and int4."""
+    from compress.runtime import cuda_decode
+
+    W, keep = _sparse(rows=n, cols=k, seed=n)
+    values, meta = format24.pack_24(W.to(torch.bfloat16), keep)
+    q, s = format24.quantize_int4(values)
+    for m in (1, 3, 8):
+        x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)).to(torch.bfloat16)
+        ref = format24.matmul_24_reference(x.double(), values.double(), meta)
+        ref4 = format24.matmul_24_int4_reference(x.double(), q, s.double(), meta)
+        for launch in cuda_decode.LAUNCHES:
+            y = cuda_decode.gemv(x.cuda(), values.cuda(), None, meta.cuda(), False, launch).double().cpu()
+            assert (y - ref).norm() / ref.norm() < 5e-3, (m, launch)
+            y4 = cuda_decode.gemv(x.cuda(), q.cuda(), s.cuda(), meta.cuda(), True, launch).double().cpu()
+            assert (y4 - ref4).norm() / ref4.norm() < 5e-3, (m, launch, "int4")
+
+
+def test_compiled_layers_see_one_opaque_op_of_the_right_shape():
+    """Under torch.compile a CUDA Sparse24Linear calls llm_compress::sparse24_mm; its fake (meta) kernel gives
+    the (M, N) output that the compiler plans with, without running any kernel."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    import compress.runtime.linear  # noqa: F401 - registers the op
+
+    with FakeTensorMode():
+        x = torch.empty(5, 256, dtype=torch.bfloat16)
+        y = torch.ops.llm_compress.sparse24_mm(
+            x, torch.empty(24, 128, dtype=torch.bfloat16), None, torch.empty(24, 8, dtype=torch.int32), None, 24,
+            False, "cuda",
+        )  # fmt: skip
+    assert tuple(y.shape) == (5, 24) and y.dtype == torch.bfloat16

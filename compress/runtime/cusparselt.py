@@ -10,13 +10,13 @@ If the shim cannot be built or loaded, `backend()` falls back to torch._cslt_spa
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import subprocess
 from functools import lru_cache
 from pathlib import Path
 
 import torch
+
+from compress.runtime.build import build_and_load
 
 SRC = Path(__file__).with_name("csrc") / "cslt_shim.cpp"
 DTYPE_CODE = {torch.bfloat16: 0, torch.float16: 1}
@@ -43,11 +43,6 @@ def _find(name: str, sub: str) -> Path | None:
     return None
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("LLM_COMPRESS_CACHE") or Path.home() / ".cache" / "llm-compress"
-    return Path(base) / "ext"
-
-
 @lru_cache(maxsize=1)
 def load_shim() -> ctypes.CDLL:
     """Build (once, cached) and load the shim; RuntimeError naming what is missing."""
@@ -60,19 +55,10 @@ def load_shim() -> ctypes.CDLL:
             f"cuSPARSELt headers/library not found (cusparseLt.h {inc}, libcusparseLt.so.0 {lib}, "
             f"cusparse.h {cusparse_inc}, crt/host_defines.h {crt_inc}); install nvidia-cusparselt and the CUDA headers"
         )
-    key = hashlib.sha256(SRC.read_bytes() + str((inc, lib, cusparse_inc)).encode()).hexdigest()[:16]
-    out = _cache_dir() / f"cslt_shim_{key}.so"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(f".{os.getpid()}.tmp")
-        incs = {inc, cusparse_inc, crt_inc.parent}
-        cmd = ["g++", "-O2", "-std=c++17", "-shared", "-fPIC", str(SRC), "-o", str(tmp)]
-        cmd += [f"-I{d}" for d in incs] + [f"-L{lib}", "-l:libcusparseLt.so.0", f"-Wl,-rpath,{lib}"]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode:
-            raise RuntimeError(f"building the cuSPARSELt shim failed: {r.stderr.strip()[-400:]}")
-        tmp.replace(out)
-    so = ctypes.CDLL(str(out))
+    incs = {inc, cusparse_inc, crt_inc.parent}
+    cmd = ["g++", "-O2", "-std=c++17", "-shared", "-fPIC", str(SRC)]
+    cmd += [f"-I{d}" for d in sorted(incs)] + [f"-L{lib}", "-l:libcusparseLt.so.0", f"-Wl,-rpath,{lib}"]
+    so = build_and_load(SRC, cmd, "the cuSPARSELt shim")
     so.cslt_last_error.restype = ctypes.c_char_p
     lng, i32, ptr, sz = ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t
     pi32, psz = ctypes.POINTER(i32), ctypes.POINTER(sz)

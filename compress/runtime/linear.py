@@ -2,11 +2,14 @@
 positions), computing on it directly. Path by device, M (tokens in the call) and a per-shape table:
   CPU                        -> the pure-torch reference (format24): unpack, then a dense matmul;
   CUDA, M > decode_max_m     -> cuSPARSELt on the sparse tensor cores with cached plans (prefill);
-  CUDA, M <= decode_max_m    -> "triton" (our kernels reading the packed form) or "cusparselt" (M padded to 16),
-                                whichever `choose_paths` measured faster for this (N, K, format, M) on this GPU
-                                (a one-time search, kept on each layer); before a search: triton for int4,
-                                cuSPARSELt for bf16.
-The cuSPARSELt form is made on the GPU by `prepare_prefill()` from the same (dequantised) weights.
+  CUDA, M <= decode_max_m    -> "cuda" (our CUDA GEMV reading the packed form, M <= 8), "triton" (our Triton
+                                kernels, any M) or "cusparselt" (M padded to 16), whichever `choose_paths`
+                                measured fastest for this (N, K, format, M) on this GPU (a one-time search, kept
+                                on each layer); before a search: cuda where it applies, else triton for int4
+                                and cuSPARSELt for bf16.
+`prepare_gpu()` makes the cuSPARSELt form on the GPU from the same (dequantised) weights and builds the CUDA
+kernel. Under torch.compile the layer calls one opaque custom op (`llm_compress::sparse24_mm`), so the
+compiler fuses the surrounding element-wise work and leaves the sparse matmul to our kernels.
 """
 
 from __future__ import annotations
@@ -17,6 +20,43 @@ from torch import nn
 from compress.runtime import format24
 
 DECODE_MAX_M = 64
+CUDA_MAX_M = 8  # the CUDA GEMV's largest M (compress/runtime/cuda_decode.py)
+
+
+def sparse24_mm(x2, w, scales, meta, cslt, n: int, int4: bool, path: str) -> torch.Tensor:
+    """x2 (M, K) contiguous CUDA @ W^T -> (M, N) through one named path; w = values (bf16) or qweight (int4)."""
+    if path == "cuda":
+        from compress.runtime import cuda_decode
+
+        return cuda_decode.gemv(x2, w, scales, meta, int4)
+    if path == "triton":
+        from compress.runtime import triton_decode
+
+        if int4:
+            return triton_decode.sparse24_int4_matmul(x2, w, scales, meta)
+        return triton_decode.sparse24_matmul(x2, w, meta)
+    from compress.runtime.cusparselt import backend
+
+    return backend().matmul(cslt, x2, n)
+
+
+@torch.library.custom_op("llm_compress::sparse24_mm", mutates_args=())
+def sparse24_mm_op(
+    x2: torch.Tensor,
+    w: torch.Tensor,
+    scales: torch.Tensor | None,
+    meta: torch.Tensor,
+    cslt: torch.Tensor | None,
+    n: int,
+    int4: bool,
+    path: str,
+) -> torch.Tensor:
+    return sparse24_mm(x2, w, scales, meta, cslt, n, int4, path)
+
+
+@sparse24_mm_op.register_fake
+def _(x2, w, scales, meta, cslt, n, int4, path):
+    return x2.new_empty((x2.shape[0], n))
 
 
 class Sparse24Linear(nn.Module):
@@ -40,8 +80,9 @@ class Sparse24Linear(nn.Module):
         self.register_buffer("qweight", qweight)
         self.register_buffer("scales", scales)
         self.register_buffer("bias", bias)
-        self.register_buffer("cslt", None)  # cuSPARSELt's compressed form, made by prepare_prefill()
-        self.paths: dict[int, str] = {}  # M -> "triton" | "cusparselt", measured by choose_paths
+        self.register_buffer("cslt", None)  # cuSPARSELt's compressed form, made by prepare_gpu()
+        self.cuda_gemv = False  # the CUDA GEMV built and supports this shape (set by prepare_gpu())
+        self.paths: dict[int, str] = {}  # M -> "cuda" | "triton" | "cusparselt", measured by choose_paths
 
     @property
     def int4(self) -> bool:
@@ -63,11 +104,14 @@ class Sparse24Linear(nn.Module):
         """The (dequantised) dense weight this layer computes with."""
         return format24.unpack_24(self.kept_values(), self.meta)
 
-    def prepare_prefill(self) -> None:
-        """Build the cuSPARSELt form on this layer's GPU (call after `.to('cuda')`)."""
+    def prepare_gpu(self) -> None:
+        """Build the cuSPARSELt form on this layer's GPU and the CUDA GEMV (call after `.to('cuda')`)."""
+        from compress.runtime import cuda_decode
         from compress.runtime.cusparselt import backend
 
         self.cslt = backend().compress(self.dense_weight())
+        dtype = self.scales.dtype if self.int4 else self.values.dtype
+        self.cuda_gemv = dtype == torch.bfloat16 and self.in_features % 128 == 0 and cuda_decode.available()
 
     def shape_key(self) -> tuple:
         """(N, K, int4, dtype): layers with equal keys run the same kernels equally fast."""
@@ -76,26 +120,22 @@ class Sparse24Linear(nn.Module):
 
     def path(self, m: int) -> str:
         """Which kernel a CUDA call with m tokens takes."""
-        if self.cslt is None:
-            return "triton"
         if m > self.decode_max_m:
-            return "cusparselt"
+            return "triton" if self.cslt is None else "cusparselt"
         measured = [k for k in self.paths if k >= m]  # the nearest measured M at or above m
         if measured:
             return self.paths[min(measured)]
-        return "triton" if self.int4 else "cusparselt"
+        if self.cuda_gemv and m <= CUDA_MAX_M:
+            return "cuda"
+        return "triton" if self.cslt is None or self.int4 else "cusparselt"
+
+    def _operands(self, x2: torch.Tensor, path: str) -> tuple:
+        w = self.qweight if self.int4 else self.values
+        return (x2, w, self.scales, self.meta, self.cslt, self.out_features, self.int4, path)
 
     def run_path(self, x2: torch.Tensor, path: str) -> torch.Tensor:
         """x2 (M, K) contiguous CUDA -> (M, N) through one named path (no bias)."""
-        if path == "triton":
-            from compress.runtime import triton_decode
-
-            if self.int4:
-                return triton_decode.sparse24_int4_matmul(x2, self.qweight, self.scales, self.meta)
-            return triton_decode.sparse24_matmul(x2, self.values, self.meta)
-        from compress.runtime.cusparselt import backend
-
-        return backend().matmul(self.cslt, x2, self.out_features)
+        return sparse24_mm(*self._operands(x2, path))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
@@ -103,6 +143,8 @@ class Sparse24Linear(nn.Module):
         if not x2.is_cuda:
             W = self.dense_weight()
             y = (x2.float() @ W.float().t()).to(x.dtype)
+        elif torch.compiler.is_compiling():
+            y = torch.ops.llm_compress.sparse24_mm(*self._operands(x2.contiguous(), self.path(x2.shape[0])))
         else:
             y = self.run_path(x2.contiguous(), self.path(x2.shape[0]))
         if self.bias is not None:
@@ -154,9 +196,12 @@ def graph_time_us(fn, calls: int = 10, replays: int = 5) -> float:
 
 @torch.inference_mode()
 def choose_paths(model: nn.Module, ms=(1, 2, 4, 8, 16, 32, 64), per_key: int = 8) -> dict[tuple, dict]:
-    """Time both small-M paths for every (N, K, format) of the model's CUDA Sparse24Linear layers and each M
+    """Time every small-M path for every (N, K, format) of the model's CUDA Sparse24Linear layers and each M
     (over up to `per_key` distinct layers, so the weights do not sit in L2); every layer of that key records the
-    faster in its `paths`. Returns {(N, K, int4, dtype, M): {"us": {path: µs}, "chosen": path}}."""
+    fastest in its `paths`. The CUDA GEMV's launch shape is tuned first (cuda_decode.tune).
+    Returns {(N, K, int4, dtype, M): {"us": {path: µs}, "chosen": path, "cuda_launch": {launch: µs}}}."""
+    from compress.runtime import cuda_decode
+
     groups: dict[tuple, list[Sparse24Linear]] = {}
     for m in model.modules():
         if isinstance(m, Sparse24Linear) and m.meta.is_cuda and m.cslt is not None:
@@ -169,12 +214,25 @@ def choose_paths(model: nn.Module, ms=(1, 2, 4, 8, 16, 32, 64), per_key: int = 8
             if m > mods[0].decode_max_m:
                 continue
             x = torch.randn(m, key[1], device=mods[0].meta.device, dtype=dtype)
+            entry = {}
+            paths = ["triton", "cusparselt"]
+            if mods[0].cuda_gemv and m <= CUDA_MAX_M:
+                entry["cuda_launch"] = cuda_decode.tune(
+                    (key[0], key[1], key[2], m),
+                    lambda launch, x=x, mods=mods: [
+                        cuda_decode.gemv(
+                            x, mod.qweight if mod.int4 else mod.values, mod.scales, mod.meta, mod.int4, launch
+                        )  # fmt: skip
+                        for mod in mods
+                    ],
+                )
+                paths.insert(0, "cuda")
             times = {
                 p: graph_time_us(lambda p=p, x=x, mods=mods: [mod.run_path(x, p) for mod in mods]) / len(mods)
-                for p in ("triton", "cusparselt")
+                for p in paths
             }
             best = min(times, key=times.get)
             for layer in layers:
                 layer.paths[m] = best
-            report[(*key, m)] = {"us": times, "chosen": best}
+            report[(*key, m)] = {"us": times, "chosen": best, **entry}
     return report

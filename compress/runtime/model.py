@@ -39,10 +39,21 @@ def sparsify(model: nn.Module, names: set[str] | None = None, int4: bool = False
 
 
 def prepare(model: nn.Module) -> None:
-    """On CUDA: build every Sparse24Linear's cuSPARSELt form (prefill path)."""
+    """On CUDA: build every Sparse24Linear's cuSPARSELt form (prefill path) and the CUDA decode kernel."""
     for m in model.modules():
         if isinstance(m, Sparse24Linear) and m.meta.is_cuda:
-            m.prepare_prefill()
+            m.prepare_gpu()
+
+
+def compile_forward(model: nn.Module) -> nn.Module:
+    """torch.compile the model's forward (static shapes: one graph per batch and length, e.g. prefill, decode).
+
+    Element-wise work (norms, rotary, SiLU, residuals) is fused by Inductor; Sparse24Linear layers appear as the
+    opaque `llm_compress::sparse24_mm` op and keep our kernels. Same call for a dense model, so the two compare
+    like for like."""
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 16)
+    model.forward = torch.compile(model.forward, dynamic=False)
+    return model
 
 
 def compressed_modules(folder: Path) -> set[str]:

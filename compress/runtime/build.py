@@ -1,0 +1,33 @@
+"""Build a small native library once per source and toolchain, cache it, load it with ctypes.
+
+Used by the cuSPARSELt shim (g++) and the decode kernels (nvcc): the output name carries a hash of the
+source and the build command, so an edited source or another toolchain builds anew; the build writes to a
+temporary file first, so an interrupted build never leaves a broken library behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("LLM_COMPRESS_CACHE") or Path.home() / ".cache" / "llm-compress"
+    return Path(base) / "ext"
+
+
+def build_and_load(src: Path, cmd: list[str], what: str) -> ctypes.CDLL:
+    """Run `cmd + ["-o", OUT]` (cmd names `src`) unless OUT exists; load OUT. RuntimeError on a failed build."""
+    key = hashlib.sha256(src.read_bytes() + " ".join(cmd).encode()).hexdigest()[:16]
+    out = cache_dir() / f"{src.stem}_{key}.so"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")
+        r = subprocess.run([*cmd, "-o", str(tmp)], capture_output=True, text=True)
+        if r.returncode:
+            raise RuntimeError(f"building {what} failed: {r.stderr.strip()[-600:]}")
+        tmp.replace(out)
+    return ctypes.CDLL(str(out))

@@ -1,0 +1,94 @@
+"""The CUDA 2:4 decode GEMV (csrc/sparse24_gemv.cu, M <= 8 tokens): built with nvcc on first use, cached, called
+through ctypes on torch's current stream (so it is captured by CUDA graphs like any other kernel).
+
+The kernel reads format24's packed bf16 and int4 layouts as stored; its launch shape (rows per warp, warps per
+block) is chosen per (N, K, format, M) by `tune` (a one-time timing over `LAUNCHES`) and cached here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from compress.runtime.build import build_and_load
+
+SRC = Path(__file__).with_name("csrc") / "sparse24_gemv.cu"
+MAX_M = 8
+# (rows per warp, warps per block, x staged in shared memory)
+LAUNCHES = [(r, w, sm) for sm in (1, 0) for r in (1, 2, 4) for w in (4, 8)]
+DEFAULT_LAUNCH = (2, 4, 1)
+_launch: dict[tuple, tuple[int, int, int]] = {}  # (N, K, int4, M) -> launch, filled by tune()
+
+
+def _nvcc() -> str:
+    found = shutil.which("nvcc")
+    home = os.environ.get("CUDA_HOME") or "/usr/local/cuda"
+    if found:
+        return found
+    if Path(home, "bin", "nvcc").exists():
+        return str(Path(home, "bin", "nvcc"))
+    raise RuntimeError("nvcc not found (put the CUDA toolkit's bin on PATH or set CUDA_HOME)")
+
+
+@lru_cache(maxsize=1)
+def load() -> ctypes.CDLL:
+    """Build (once per source, toolkit and GPU architecture) and load the kernel library."""
+    major, minor = torch.cuda.get_device_capability()
+    arch = f"{major}{minor}"
+    cmd = [_nvcc(), "-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", "--use_fast_math"]
+    cmd += [f"-gencode=arch=compute_{arch},code=sm_{arch}", str(SRC)]
+    so = build_and_load(SRC, cmd, "the CUDA 2:4 decode kernel")
+    ptr, i32 = ctypes.c_void_p, ctypes.c_int
+    so.s24_gemv.argtypes = [ptr, ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32, i32, i32, ptr]
+    so.s24_gemv.restype = i32
+    so.s24_error_string.argtypes = [i32]
+    so.s24_error_string.restype = ctypes.c_char_p
+    return so
+
+
+def available() -> bool:
+    try:
+        load()
+        return True
+    except (RuntimeError, OSError):
+        return False
+
+
+def supports(x: torch.Tensor, k: int, int4: bool) -> bool:
+    return x.dtype == torch.bfloat16 and 1 <= x.shape[0] <= MAX_M and k % (128 if int4 else 64) == 0
+
+
+def gemv(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None, meta: torch.Tensor, int4: bool,
+         launch: tuple[int, int, int] | None = None) -> torch.Tensor:  # fmt: skip
+    """x (M <= 8, K) bf16 @ W^T for the packed layout (bf16: w = values; int4: w = qweight + scales) -> (M, N)."""
+    m, k = x.shape
+    n = meta.shape[0]
+    x = x.contiguous()
+    for t in (x, w, meta):
+        if t.data_ptr() % 16:
+            raise ValueError("the CUDA 2:4 kernel needs 16-byte aligned operands")
+    rows, warps, smem = launch or _launch.get((n, k, int4, m), DEFAULT_LAUNCH)
+    y = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    s = scales.data_ptr() if scales is not None else None
+    rc = load().s24_gemv(
+        x.data_ptr(), w.data_ptr(), s, meta.data_ptr(), y.data_ptr(), m, n, k, int(int4), rows, warps, smem,
+        torch.cuda.current_stream().cuda_stream,
+    )  # fmt: skip
+    if rc:
+        raise RuntimeError(f"CUDA 2:4 kernel launch failed: {load().s24_error_string(rc).decode()}")
+    return y
+
+
+def tune(key: tuple, run) -> dict:
+    """Time `run(launch)` for every launch shape (GPU time, CUDA-graph replay) and keep the fastest for `key`
+    = (N, K, int4, M). Returns {"rows x warps": µs}."""
+    from compress.runtime.linear import graph_time_us
+
+    times = {lw: graph_time_us(lambda lw=lw: run(lw)) for lw in LAUNCHES}
+    _launch[key] = min(times, key=times.get)
+    return {"x".join(map(str, lw)): t for lw, t in times.items()}
