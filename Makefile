@@ -20,7 +20,7 @@ CHECKPOINTS ?=
 MODEL_DIR ?= $(OUT)
 REPO ?=
 
-.PHONY: setup compress test bench bench-runtime generate eval compare push lint clean
+.PHONY: setup compress test bench bench-runtime bench-gemv generate eval compare push lint clean
 
 setup: $(VENV)/.installed
 
@@ -61,6 +61,10 @@ bench: setup
 # The 2:4 runtime (issue #5): per-GEMM table and Llama-2-7B-shaped prefill/decode, GPU only -> bench/runtime.json
 bench-runtime: setup
 	$(PY) bench/runtime.py
+
+# The CUDA decode GEMV against cuBLAS and Triton for every launch shape, M = 1..8 -> bench/logs/gemv_sweep.json
+bench-gemv: setup
+	$(PY) bench/gemv_sweep.py
 
 # Greedy generation on the compressed weights: make generate OUT=out/... PROMPT="..."
 generate: setup

@@ -326,6 +326,17 @@ def summarise(results: dict) -> None:
         results["decode_speedup_int4_2of4"] = d["ours_int4_2of4"] / d["dense"]
     if p.get("dense") and p.get("ours_2of4"):
         results["prefill_speedup_bf16_2of4"] = p["dense"] / p["ours_2of4"]
+    results["speedups"] = {}  # both modes, against dense in the same mode
+    for mode, sec in (("eager", e2e), ("compiled", e2e.get("compiled", {}))):
+        pre, dec = sec.get("prefill_ms", {}), sec.get("decode_tok_s", {})
+        row = {}
+        for name in ("stock_2of4", "ours_2of4", "ours_int4_2of4"):
+            if pre.get("dense") and pre.get(name):
+                row[f"prefill_{name}"] = pre["dense"] / pre[name]
+            for b in ("batch1", "batch16"):
+                if dec.get(b, {}).get("dense") and dec.get(b, {}).get(name):
+                    row[f"decode_{b}_{name}"] = dec[b][name] / dec[b]["dense"]
+        results["speedups"][mode] = row
 
 
 def main() -> None:
