@@ -199,9 +199,11 @@ def test_pack_refuses_bad_input(tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (and nvcc)")
-@pytest.mark.parametrize("n,k", [(37, 128), (1003, 640), (256, 4096)])
+@pytest.mark.parametrize("n,k", [(37, 128), (1003, 640), (256, 4096), (9000, 4224)])
 def test_cuda_gemv_matches_the_reference_for_every_launch(n, k):
-    """Row counts that are not a multiple of rows-per-block, every launch shape, M = 1..8, bf16 and int4."""
+    """Row counts that are not a multiple of rows-per-block, every launch shape, M = 1..8, bf16 and int4;
+    (9000, 4224): more row tiles than resident blocks (the persistent grid loops) and K steps that end part-way
+    through a second unrolled iteration (bf16 264 steps, int4 66)."""
     from compress.runtime import cuda_decode
 
     W, keep = _sparse(rows=n, cols=k, seed=n)
@@ -218,9 +220,9 @@ def test_cuda_gemv_matches_the_reference_for_every_launch(n, k):
             assert (y4 - ref4).norm() / ref4.norm() < 5e-3, (m, launch, "int4")
 
 
-def test_compiled_layers_see_one_opaque_op_of_the_right_shape():
-    """Under torch.compile a CUDA Sparse24Linear calls llm_compress::sparse24_mm; its fake (meta) kernel gives
-    the (M, N) output that the compiler plans with, without running any kernel."""
+def test_custom_op_fake_kernel_gives_the_output_shape():
+    """llm_compress::sparse24_mm (what a CUDA Sparse24Linear calls under torch.compile) has a fake kernel giving
+    the (M, N) output the compiler plans with, without running any kernel."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     import compress.runtime.linear  # noqa: F401 - registers the op
@@ -232,3 +234,53 @@ def test_compiled_layers_see_one_opaque_op_of_the_right_shape():
             False, "cuda",
         )  # fmt: skip
     assert tuple(y.shape) == (5, 24) and y.dtype == torch.bfloat16
+
+
+def test_cuda_gemv_refuses_operands_it_cannot_read():
+    from compress.runtime import cuda_decode
+
+    W, keep = _sparse(rows=24, cols=256)
+    values, meta = format24.pack_24(W.to(torch.bfloat16), keep)
+    x = torch.randn(1, 256).to(torch.bfloat16)
+    cuda_decode.check(x, values, None, meta, False)  # fits
+    with pytest.raises(ValueError, match="x is torch.float16"):
+        cuda_decode.check(x.half(), values, None, meta, False)
+    with pytest.raises(ValueError, match="M = 9 tokens"):
+        cuda_decode.check(x.expand(9, 256).contiguous(), values, None, meta, False)
+    with pytest.raises(ValueError, match="values must be contiguous"):
+        cuda_decode.check(x, values[:, :64], None, meta, False)
+    with pytest.raises(ValueError, match="scales must be"):
+        cuda_decode.check(x, format24.quantize_int4(values)[0], None, meta, True)
+
+
+def test_cuda_path_only_for_bf16_activations_and_m_up_to_8():
+    lin = torch.nn.Linear(256, 24)
+    W, keep = _sparse()
+    lin.weight.data = W
+    sp = Sparse24Linear.from_linear(lin, keep)
+    sp.cslt, sp.cuda_gemv = torch.zeros(1, dtype=torch.uint8), True
+    assert sp.path(1) == "cuda" and sp.path(1, torch.float16) == "cusparselt"
+    sp.paths = {1: "cuda"}  # a measured choice is not taken for activations the kernel cannot read
+    assert sp.path(1, torch.float16) == "cusparselt"
+    assert sp(torch.randn(0, 256)).shape == (0, 24)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("int4", [False, True])
+def test_compiled_layer_computes_what_the_eager_layer_computes(int4):
+    """torch.compile(fullgraph=True) traces a CUDA Sparse24Linear into one custom-op call (no graph break) and
+    gives the eager output (up to bf16 rounding of the fused bias add), for a decode (M = 1) and a prefill
+    (M = 256) shape."""
+    from compress.runtime.model import prepare
+
+    lin = torch.nn.Linear(512, 384, bias=True)
+    W, keep = _sparse(rows=384, cols=512)
+    lin.weight.data = W
+    sp = torch.nn.Sequential(Sparse24Linear.from_linear(lin, keep, int4=int4)).to("cuda", torch.bfloat16)
+    prepare(sp)
+    compiled = torch.compile(sp, fullgraph=True, dynamic=False)
+    for m in (1, 256):
+        x = torch.randn(m, 512, device="cuda", dtype=torch.bfloat16)
+        with torch.inference_mode():
+            torch.testing.assert_close(compiled(x), sp(x), rtol=8e-3, atol=1e-3)  # at most bf16 rounding

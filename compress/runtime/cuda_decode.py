@@ -59,26 +59,51 @@ def available() -> bool:
         return False
 
 
-def supports(x: torch.Tensor, k: int, int4: bool) -> bool:
-    return x.dtype == torch.bfloat16 and 1 <= x.shape[0] <= MAX_M and k % (128 if int4 else 64) == 0
+def check(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None, meta: torch.Tensor, int4: bool) -> None:
+    """ValueError naming the problem unless the operands fit the kernel (it reads raw pointers, so a wrong
+    dtype or shape would compute garbage or read out of bounds)."""
+    m, k = x.shape
+    n = meta.shape[0]
+    problems = []
+    if x.dtype != torch.bfloat16:
+        problems.append(f"x is {x.dtype}, the kernel computes bf16")
+    if not 1 <= m <= MAX_M:
+        problems.append(f"M = {m} tokens, the kernel takes 1..{MAX_M}")
+    if k % (128 if int4 else 64):
+        problems.append(f"in-features {k} not divisible by {128 if int4 else 64}")
+    want = {"meta": (meta, (n, k // 32), torch.int32)}
+    if int4:
+        want["qweight"] = (w, (n, k // 16), torch.int32)
+        want["scales"] = (scales, (n, k // 128), torch.bfloat16)
+    else:
+        want["values"] = (w, (n, k // 2), torch.bfloat16)
+    for name, (t, shape, dtype) in want.items():
+        if t is None or tuple(t.shape) != shape or t.dtype != dtype or not t.is_contiguous():
+            got = None if t is None else (tuple(t.shape), t.dtype, "contiguous" if t.is_contiguous() else "strided")
+            problems.append(f"{name} must be contiguous {dtype} {shape}, got {got}")
+        elif t.device != x.device or t.data_ptr() % 16:
+            problems.append(f"{name} must be 16-byte aligned on {x.device}")
+    if problems:
+        raise ValueError("CUDA 2:4 GEMV: " + "; ".join(problems))
 
 
 def gemv(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None, meta: torch.Tensor, int4: bool,
          launch: tuple[int, int, int] | None = None) -> torch.Tensor:  # fmt: skip
     """x (M <= 8, K) bf16 @ W^T for the packed layout (bf16: w = values; int4: w = qweight + scales) -> (M, N)."""
+    check(x, w, scales, meta, int4)
     m, k = x.shape
     n = meta.shape[0]
     x = x.contiguous()
-    for t in (x, w, meta):
-        if t.data_ptr() % 16:
-            raise ValueError("the CUDA 2:4 kernel needs 16-byte aligned operands")
+    if x.data_ptr() % 16:  # a view into a larger activation; the kernel reads x in 16-byte words
+        x = x.clone()
     rows, warps, smem = launch or _launch.get((n, k, int4, m), DEFAULT_LAUNCH)
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
     s = scales.data_ptr() if scales is not None else None
-    rc = load().s24_gemv(
-        x.data_ptr(), w.data_ptr(), s, meta.data_ptr(), y.data_ptr(), m, n, k, int(int4), rows, warps, smem,
-        torch.cuda.current_stream().cuda_stream,
-    )  # fmt: skip
+    with torch.cuda.device(x.device):  # the kernel launches on the current device
+        rc = load().s24_gemv(
+            x.data_ptr(), w.data_ptr(), s, meta.data_ptr(), y.data_ptr(), m, n, k, int(int4), rows, warps, smem,
+            torch.cuda.current_stream(x.device).cuda_stream,
+        )  # fmt: skip
     if rc:
         raise RuntimeError(f"CUDA 2:4 kernel launch failed: {load().s24_error_string(rc).decode()}")
     return y
@@ -89,6 +114,12 @@ def tune(key: tuple, run) -> dict:
     = (N, K, int4, M). Returns {"rows x warps": µs}."""
     from compress.runtime.linear import graph_time_us
 
-    times = {lw: graph_time_us(lambda lw=lw: run(lw)) for lw in LAUNCHES}
-    _launch[key] = min(times, key=times.get)
+    times = {}
+    for lw in LAUNCHES:
+        try:
+            times[lw] = graph_time_us(lambda lw=lw: run(lw))
+        except RuntimeError:  # a launch shape this device cannot run (e.g. too many registers); skip it
+            torch.cuda.synchronize()
+    if times:
+        _launch[key] = min(times, key=times.get)
     return {"x".join(map(str, lw)): t for lw, t in times.items()}

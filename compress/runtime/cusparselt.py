@@ -83,8 +83,8 @@ def _pad_rows(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, 0, 0, extra)) if extra else x
 
 
-def _stream() -> int:
-    return torch.cuda.current_stream().cuda_stream
+def _stream(device: torch.device) -> int:
+    return torch.cuda.current_stream(device).cuda_stream
 
 
 class Plans:
@@ -92,10 +92,19 @@ class Plans:
 
     def __init__(self):
         self.so = load_shim()
+        self.device = torch.cuda.current_device()  # the shim's cuSPARSELt handle belongs to this GPU
         self.cache: dict[tuple, tuple[int, torch.Tensor]] = {}  # key -> (plan, workspace)
+
+    def _same_device(self, t: torch.Tensor) -> None:
+        if t.device.index != self.device:
+            raise ValueError(
+                f"the cuSPARSELt shim runs on cuda:{self.device} only, got a tensor on {t.device}; "
+                "put the model on one GPU (multi-GPU prefill is not supported)"
+            )
 
     def compress(self, W: torch.Tensor) -> torch.Tensor:
         """cuSPARSELt's compressed form (values + its own metadata) of a 2:4 CUDA weight (N, K)."""
+        self._same_device(W)
         n, k = W.shape
         code = DTYPE_CODE[W.dtype]
         size, buf = ctypes.c_size_t(), ctypes.c_size_t()
@@ -105,7 +114,7 @@ class Plans:
         W = W.contiguous()
         _check(
             self.so,
-            self.so.cslt_compress(n, k, code, W.data_ptr(), out.data_ptr(), scratch.data_ptr(), _stream()),
+            self.so.cslt_compress(n, k, code, W.data_ptr(), out.data_ptr(), scratch.data_ptr(), _stream(W.device)),
             "cusparseLtSpMMACompress2",
         )
         return out
@@ -115,6 +124,7 @@ class Plans:
         return self._matmul(packed, _pad_rows(x), n)[: x.shape[0]]
 
     def _matmul(self, packed: torch.Tensor, x: torch.Tensor, n: int) -> torch.Tensor:
+        self._same_device(x)
         m, k = x.shape
         y = torch.empty((m, n), dtype=x.dtype, device=x.device)
         key = (n, k, m, x.dtype)
@@ -127,7 +137,7 @@ class Plans:
             _check(self.so, rc, "cusparseLt plan")
             work = torch.empty(max(ws.value, 1) * 4, dtype=torch.uint8, device=x.device)  # search may need more
             rc = self.so.cslt_search(
-                plan, packed.data_ptr(), x.data_ptr(), y.data_ptr(), work.data_ptr(), _stream(),
+                plan, packed.data_ptr(), x.data_ptr(), y.data_ptr(), work.data_ptr(), _stream(x.device),
                 ctypes.byref(ws), ctypes.byref(alg),
             )  # fmt: skip
             _check(self.so, rc, "cusparseLtMatmulSearch")
@@ -135,7 +145,8 @@ class Plans:
                 work = torch.empty(ws.value, dtype=torch.uint8, device=x.device)
             entry = self.cache[key] = (plan.value, work)
         plan, work = entry
-        rc = self.so.cslt_matmul(plan, packed.data_ptr(), x.data_ptr(), y.data_ptr(), work.data_ptr(), _stream())
+        stream = _stream(x.device)
+        rc = self.so.cslt_matmul(plan, packed.data_ptr(), x.data_ptr(), y.data_ptr(), work.data_ptr(), stream)
         _check(self.so, rc, "cusparseLtMatmul")
         return y
 

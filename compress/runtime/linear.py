@@ -118,14 +118,16 @@ class Sparse24Linear(nn.Module):
         dtype = self.scales.dtype if self.int4 else self.values.dtype
         return (self.out_features, self.in_features, self.int4, dtype)
 
-    def path(self, m: int) -> str:
-        """Which kernel a CUDA call with m tokens takes."""
+    def path(self, m: int, dtype: torch.dtype = torch.bfloat16) -> str:
+        """Which kernel a CUDA call with m tokens of `dtype` takes."""
         if m > self.decode_max_m:
             return "triton" if self.cslt is None else "cusparselt"
         measured = [k for k in self.paths if k >= m]  # the nearest measured M at or above m
-        if measured:
-            return self.paths[min(measured)]
-        if self.cuda_gemv and m <= CUDA_MAX_M:
+        chosen = self.paths[min(measured)] if measured else None
+        cuda_ok = self.cuda_gemv and m <= CUDA_MAX_M and dtype == torch.bfloat16
+        if chosen and (chosen != "cuda" or cuda_ok):
+            return chosen
+        if cuda_ok:
             return "cuda"
         return "triton" if self.cslt is None or self.int4 else "cusparselt"
 
@@ -140,13 +142,15 @@ class Sparse24Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)
-        if not x2.is_cuda:
+        if x2.shape[0] == 0:
+            y = x2.new_empty((0, self.out_features))
+        elif not x2.is_cuda:
             W = self.dense_weight()
             y = (x2.float() @ W.float().t()).to(x.dtype)
         elif torch.compiler.is_compiling():
-            y = torch.ops.llm_compress.sparse24_mm(*self._operands(x2.contiguous(), self.path(x2.shape[0])))
+            y = torch.ops.llm_compress.sparse24_mm(*self._operands(x2.contiguous(), self.path(x2.shape[0], x.dtype)))
         else:
-            y = self.run_path(x2.contiguous(), self.path(x2.shape[0]))
+            y = self.run_path(x2.contiguous(), self.path(x2.shape[0], x.dtype))
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*shape[:-1], self.out_features)

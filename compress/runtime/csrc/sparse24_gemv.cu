@@ -25,6 +25,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include <mutex>
+
 namespace {
 
 __device__ __forceinline__ float lo_f(uint32_t v) { return __uint_as_float(v << 16); }
@@ -183,19 +185,35 @@ cudaError_t launch(const void* x, const void* w, const void* s, const void* meta
   int blocks = (n + rows_per_block - 1) / rows_per_block;
   const size_t smem = SMEM ? (size_t)MT * k * 2 : 0;
   if (SMEM) {  // a persistent grid: as many blocks as fit at once, each staging x once
-    static int set_for = 0;
-    if (smem > 48 * 1024 && set_for < (int)smem) {
-      cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-      if (e != cudaSuccess) return e;
-      set_for = (int)smem;
-    }
-    int dev = 0, sms = 0, per_sm = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, warps * 32, smem);
+    // blocks resident per device, cached per (device, warps, shared memory): the queries cost host time
+    struct Fit { int dev, warps; size_t smem; int blocks; };
+    static Fit fits[32];
+    static int n_fits = 0;
+    static std::mutex lock;
+    int dev = 0;
+    cudaError_t e = cudaGetDevice(&dev);
     if (e != cudaSuccess) return e;
-    if (per_sm < 1) return cudaErrorInvalidConfiguration;
-    blocks = min(blocks, sms * per_sm);
+    int resident = 0;
+    {
+      std::lock_guard<std::mutex> guard(lock);
+      for (int i = 0; i < n_fits; ++i)
+        if (fits[i].dev == dev && fits[i].warps == warps && fits[i].smem == smem) resident = fits[i].blocks;
+      if (!resident) {
+        if (smem > 48 * 1024) {  // opt in to more than 48 KB (per device: the attribute is per context)
+          e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+          if (e != cudaSuccess) return e;
+        }
+        int sms = 0, per_sm = 0;
+        e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+        if (e != cudaSuccess) return e;
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, warps * 32, smem);
+        if (e != cudaSuccess) return e;
+        if (per_sm < 1) return cudaErrorInvalidConfiguration;
+        resident = sms * per_sm;
+        if (n_fits < 32) fits[n_fits++] = Fit{dev, warps, smem, resident};
+      }
+    }
+    blocks = min(blocks, resident);
   }
   kernel<<<blocks, warps * 32, smem, stream>>>(static_cast<const __nv_bfloat16*>(x), static_cast<const uint4*>(w),
                                               static_cast<const __nv_bfloat16*>(s), meta,
@@ -230,11 +248,20 @@ extern "C" {
 
 // Returns 0 or a cudaError_t. x (m, k) bf16 contiguous; bf16: w = values, s unused; int4: w = qweight, s = scales.
 // Needs k % 64 == 0 (bf16) or k % 128 == 0 (int4), 16-byte aligned pointers, 1 <= m <= 8, rows in {1, 2, 4},
-// 1 <= warps <= 8; smem = 1 stages x in shared memory (persistent grid), 0 reads it through L1.
+// 1 <= warps <= 8; smem = 1 stages x in shared memory (persistent grid; falls back to 0 when M*K*2 bytes exceed
+// the device's per-block shared memory), 0 reads it through L1. Launches on `stream` of the current device.
 int s24_gemv(const void* x, const void* w, const void* s, const void* meta, void* y, int m, int n, int k, int int4,
              int rows, int warps, int smem, void* stream) {
   if (warps < 1 || warps > 8 || m < 1 || m > 8 || k % (int4 ? 128 : 64)) return (int)cudaErrorInvalidValue;
   cudaStream_t st = static_cast<cudaStream_t>(stream);
+  if (smem) {  // x must fit in one block's shared memory (M rounded up to the template's 1, 2, 4 or 8)
+    const int mt = m <= 1 ? 1 : m <= 2 ? 2 : m <= 4 ? 4 : 8;
+    int dev = 0, optin = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess ||
+        (size_t)mt * k * 2 > (size_t)optin)
+      smem = 0;  // read x through L1 instead
+  }
   if (smem)
     return int4 ? (int)by_m<true, true>(rows, x, w, s, meta, y, m, n, k, warps, st)
                 : (int)by_m<false, true>(rows, x, w, s, meta, y, m, n, k, warps, st);
