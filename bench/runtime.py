@@ -68,12 +68,12 @@ def copy_bandwidth() -> float:
     return 2 * a.numel() / (us * 1e-6)
 
 
-def gemm_table(results: dict, bw: float, out: Path) -> None:
+def gemm_table(results: dict, bw: float, out: Path, shapes=SHAPES, ms=MS, section: str = "gemm") -> None:
     from torch.sparse import to_sparse_semi_structured
 
-    rows = results.setdefault("gemm", [])
+    rows = results.setdefault(section, [])
     g = torch.Generator(device="cuda").manual_seed(0)
-    for n, k in SHAPES:
+    for n, k in shapes:
         copies = max(2, int(3 * L2_BYTES // (2 * n * k)) + 1)  # weights > 3x L2 per rotation
         dense, stock, ours, ours4 = [], [], [], []
         for _ in range(copies):
@@ -91,9 +91,9 @@ def gemm_table(results: dict, bw: float, out: Path) -> None:
             sp4.prepare_gpu()
             ours4.append(sp4)
         W4 = ours4[0].dense_weight().float()
-        small = [m for m in MS if m <= ours[0].decode_max_m]
+        small = [m for m in ms if m <= ours[0].decode_max_m]
         report = choose_paths(torch.nn.ModuleList(ours + ours4), ms=small, per_key=copies)
-        for m in MS:
+        for m in ms:
             x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16, generator=g)
             ref = x.float() @ dense[0].float().t()
             ref4 = x.float() @ W4.t()
@@ -185,6 +185,29 @@ def prefill_ms(model, tokens: int) -> float:
 
 
 @torch.inference_mode()
+def prefill_profile(model, tokens: int = 2048, top: int = 25) -> dict:
+    """Where a prefill's GPU time goes: torch.profiler over one prefill (after a warm-up), CUDA kernels grouped
+    by name, the `top` largest by total time (ms), plus the total of all kernels and the wall time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    ids = torch.randint(0, 32000, (1, tokens), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+    model(ids, use_cache=False)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        model(ids, use_cache=False)
+        torch.cuda.synchronize()
+    wall = (time.perf_counter() - t0) * 1000
+    kernels = {}
+    for ev in prof.key_averages():
+        us = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
+        if us and ev.count:
+            kernels[ev.key[:120]] = {"ms": us / 1000, "calls": ev.count}
+    ranked = sorted(kernels.items(), key=lambda kv: -kv[1]["ms"])
+    return {"wall_ms": wall, "kernels_total_ms": sum(v["ms"] for v in kernels.values()), "top": dict(ranked[:top])}
+
+
+@torch.inference_mode()
 def decode_tok_s(model, batch: int, context: int = 128, steps: int = 64, graphs: bool = True) -> tuple[float, str]:
     """Greedy decode tokens/s (batch x steps tokens over the time of `steps` steps) after a `context` prefill,
     with a static KV cache; one decode step captured in a CUDA graph when `graphs`, else eager."""
@@ -257,7 +280,9 @@ def measure(model, name: str, into: dict) -> None:
             traceback.print_exc()
 
 
-def end_to_end(results: dict, layers: int, modes: list[str], out: Path, only: set[str] | None = None) -> None:
+def end_to_end(
+    results: dict, layers: int, modes: list[str], out: Path, only: set[str] | None = None, profile_prefill=False
+) -> None:
     """Each model runs eagerly first (forward as written, decode step replayed from a CUDA graph), then with
     `compile_forward` (torch.compile of the whole forward, same for dense and ours) in mode `compiled`."""
     e2e = results.setdefault("end_to_end", {})
@@ -308,6 +333,13 @@ def end_to_end(results: dict, layers: int, modes: list[str], out: Path, only: se
             comp.setdefault("logits_rel_err", {})[name] = err
             measure(model, name, comp)
             comp.setdefault("compile_and_measure_s", {})[name] = time.perf_counter() - t0
+            if profile_prefill:
+                prof = prefill_profile(model)
+                comp.setdefault("prefill_profile", {})[name] = prof
+                total = prof["kernels_total_ms"]
+                print(f"  prefill profile {name}: wall {prof['wall_ms']:.1f} ms, kernels {total:.1f} ms", flush=True)
+                for kname, v in list(prof["top"].items())[:12]:
+                    print(f"    {v['ms']:7.2f} ms {v['calls']:5d}x {kname}", flush=True)
             out.write_text(json.dumps(results, indent=2) + "\n")
 
 
@@ -344,6 +376,10 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=32, help="decoder layers of the 7B-shaped model")
     p.add_argument("--skip-gemm", action="store_true")
     p.add_argument("--skip-e2e", action="store_true")
+    p.add_argument("--shapes", default="", help="GEMM table shapes NxK,... (default: the 7B layer shapes); e.g. "
+                   "12288x4096,22016x4096 for fused q/k/v and gate/up")  # fmt: skip
+    p.add_argument("--ms", default="", help="GEMM table token counts M,... (default 1,16,64,512,2048,8192)")
+    p.add_argument("--profile", action="store_true", help="profile one compiled prefill per model (kernel times)")
     p.add_argument("--modes", default="eager,compiled", help="end-to-end modes: eager, compiled or both")
     p.add_argument("--variants", default="", help="end-to-end models to measure (default all): dense,ours_2of4,...")
     p.add_argument("--update", action="store_true", help="keep the sections of an existing --json not re-run")
@@ -362,15 +398,18 @@ def main() -> None:
     results["copy_bandwidth_tb_s"] = bw / 1e12
     print(f"copy bandwidth {bw / 1e12:.2f} TB/s; prefill backend {results['prefill_backend']}", flush=True)
     if not args.skip_gemm:
-        results["gemm"] = []
+        section = "gemm_extra" if args.shapes else "gemm"  # extra shapes never replace the main table
+        results[section] = []
         try:
-            gemm_table(results, bw, args.json)
+            shapes = [tuple(int(v) for v in sh.split("x")) for sh in args.shapes.split(",")] if args.shapes else SHAPES
+            ms = [int(v) for v in args.ms.split(",")] if args.ms else MS
+            gemm_table(results, bw, args.json, shapes, ms, section)
         except Exception:  # noqa: BLE001
             traceback.print_exc()
     if not args.skip_e2e:
         try:
             only = set(args.variants.split(",")) if args.variants else None
-            end_to_end(results, args.layers, args.modes.split(","), args.json, only)
+            end_to_end(results, args.layers, args.modes.split(","), args.json, only, args.profile)
         except Exception:  # noqa: BLE001
             traceback.print_exc()
     summarise(results)
