@@ -207,58 +207,22 @@ def prefill_profile(model, tokens: int = 2048, top: int = 25) -> dict:
     return {"wall_ms": wall, "kernels_total_ms": sum(v["ms"] for v in kernels.values()), "top": dict(ranked[:top])}
 
 
-@torch.inference_mode()
 def decode_tok_s(model, batch: int, context: int = 128, steps: int = 64, graphs: bool = True) -> tuple[float, str]:
-    """Greedy decode tokens/s (batch x steps tokens over the time of `steps` steps) after a `context` prefill,
-    with a static KV cache; one decode step captured in a CUDA graph when `graphs`, else eager."""
-    from transformers import StaticCache
+    """Greedy decode tokens/s (batch x timed steps over their time) after a `context` prefill, through the
+    runtime's StaticDecoder (static KV cache; one step replayed from a CUDA graph when `graphs`)."""
+    from compress.runtime.decoder import StaticDecoder
 
-    cache = StaticCache(config=model.config, max_cache_len=context + steps + 8)
+    dec = StaticDecoder(model, context + steps + 8, graphs=graphs, log=lambda m: print(m, flush=True))
     ids = torch.randint(0, 32000, (batch, context), device="cuda", generator=torch.Generator("cuda").manual_seed(2))
-    out = model(ids, past_key_values=cache, cache_position=torch.arange(context, device="cuda"), use_cache=True)
-    tok = out.logits[:, -1:].argmax(-1)
-    pos = torch.tensor([context], device="cuda")
-
-    def step():
-        return model(tok, past_key_values=cache, cache_position=pos, use_cache=True).logits
-
-    mode = "eager"
-    if graphs:
-        try:
-            s = torch.cuda.Stream()
-            s.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(s):
-                for _ in range(2):
-                    step()
-            torch.cuda.current_stream().wait_stream(s)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                logits = step()
-            run = graph.replay
-            mode = "cuda-graph"
-        except Exception as e:  # noqa: BLE001
-            print(f"graph capture failed ({str(e).splitlines()[0][:200]}); eager decode", flush=True)
-            torch.cuda.synchronize()
-    if mode == "eager":
-
-        def run():
-            nonlocal logits
-            logits = step()
-
-        logits = step()
-    torch.cuda.synchronize()
+    dec.start(ids)
     for _ in range(3):  # warm-up steps, positions advance as in real decoding
-        run()
-        tok.copy_(logits[:, -1:].argmax(-1))
-        pos += 1
+        dec.next()
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(steps - 8):
-        run()
-        tok.copy_(logits[:, -1:].argmax(-1))
-        pos += 1
+        dec.next()
     torch.cuda.synchronize()
-    return batch * (steps - 8) / (time.perf_counter() - t0), mode
+    return batch * (steps - 8) / (time.perf_counter() - t0), dec.mode
 
 
 def measure(model, name: str, into: dict) -> None:

@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--max-new-tokens", type=int, default=32)
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (GPU: our kernels; CPU: reference)")
     g.add_argument("--int4", action="store_true", help="quantise the kept values to int4 (RTN, group 128) on load")
+    g.add_argument("--fast", action="store_true", help="static KV cache, CUDA-graph decode steps (as benchmarked)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the forward first (implies --fast)")
     k2 = sub.add_parser("pack", help="convert a 2:4 checkpoint into the runtime's packed format (bf16 or int4)")
     k2.add_argument("--model", required=True, type=Path, help="checkpoint folder with sparse-24-bitmask weights")
     k2.add_argument("--out", required=True, type=Path)
@@ -207,7 +209,10 @@ def main(argv: list[str] | None = None) -> int:
             from compress.pipeline import resolve_device
             from compress.runtime.generate import generate
 
-            r = generate(args.model, args.prompt, args.max_new_tokens, resolve_device(args.device), args.int4, _log)
+            r = generate(
+                args.model, args.prompt, args.max_new_tokens, resolve_device(args.device), args.int4, _log,
+                fast=args.fast, compile=args.compile,
+            )  # fmt: skip
             print(r["text"])
             _log(f"{len(r['tokens'])} tokens in {r['wall_s']:.2f} s")
         elif args.cmd == "pack":

@@ -284,3 +284,28 @@ def test_compiled_layer_computes_what_the_eager_layer_computes(int4):
         x = torch.randn(m, 512, device="cuda", dtype=torch.bfloat16)
         with torch.inference_mode():
             torch.testing.assert_close(compiled(x), sp(x), rtol=8e-3, atol=1e-3)  # at most bf16 rounding
+
+
+def test_static_decoder_gives_transformers_greedy_tokens_and_stops_at_eos():
+    """The runtime's own loop (static KV cache; CUDA graphs only on a GPU) = transformers' greedy `generate`,
+    including early stopping once every row has produced eos (finished rows padded with eos)."""
+    from compress.runtime.decoder import StaticDecoder, greedy
+
+    model = tiny_llama(hidden=128)
+    for m in model.model.layers.modules():
+        if isinstance(m, torch.nn.Linear):
+            m.weight.data *= magnitude_mask(m.weight.data, NM(2, 4))
+    sparsify(model)
+    ids = torch.randint(0, 128, (2, 7), generator=torch.Generator().manual_seed(0))
+    ref = model.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=0)[:, 7:]
+    assert torch.equal(greedy(model, ids, 12), ref)
+    eos = int(ref[0, 3])  # row 0 stops at its 4th token; row 1 runs on until it meets eos (or the limit)
+    kw = dict(max_new_tokens=12, do_sample=False, eos_token_id=eos, pad_token_id=eos)
+    assert torch.equal(greedy(model, ids, 12, eos_token_id=eos), model.generate(ids, **kw)[:, 7:])
+    dec = StaticDecoder(model, max_len=8)
+    dec.start(ids)
+    dec.next()  # the token at position 7 still fits a cache of 8
+    with pytest.raises(ValueError, match="max_len 8 reached"):
+        dec.next()
+    with pytest.raises(ValueError, match="does not fit"):
+        StaticDecoder(model, max_len=7).start(ids)

@@ -61,5 +61,7 @@ def test_generate_on_the_compressed_form_matches_the_dense_decompressed_model(re
     ids = tokenizer(prompt, return_tensors="pt").input_ids
     dense = model.generate(ids, max_new_tokens=10, do_sample=False, pad_token_id=tokenizer.eos_token_id)
     assert sparse["tokens"] == dense[0, ids.shape[1] :].tolist()
+    fast = generate(folder, prompt, max_new_tokens=10, log=lambda m: None, fast=True)  # the runtime's own loop
+    assert fast["tokens"] == sparse["tokens"]
     assert main(["generate", "--model", str(folder), "--prompt", prompt, "--max-new-tokens", "10"]) == 0
     assert capsys.readouterr().out.strip() == sparse["text"].strip()

@@ -1,0 +1,101 @@
+"""Greedy decoding with a static KV cache, one decode step replayed from a CUDA graph on a GPU.
+
+This is the loop `make bench-runtime` times and `python -m compress generate --fast` runs: the step's inputs
+(token, position) live in fixed tensors, so after two warm-up steps the whole forward of one token is captured
+once and replayed, with no host work per layer. Warm-up steps rewrite the cache slot of the position they are
+given with the same token, so they leave the cache as a real step would. With `compile` the model's forward is
+compiled first (`compress.runtime.model.compile_forward`).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+
+class StaticDecoder:
+    def __init__(self, model, max_len: int, graphs: bool = True, compile: bool = False, log=None):
+        self.model, self.max_len, self.log = model, max_len, log or (lambda m: None)
+        self.graphs = graphs and next(model.parameters()).is_cuda
+        params = inspect.signature(model.forward).parameters  # transformers >= 5.2x calls the KV cache `cache`
+        self.cache_kw = "cache" if "cache" in params else "past_key_values"
+        if compile:
+            from compress.runtime.model import compile_forward
+
+            compile_forward(model)
+        self.mode = "eager"
+
+    @torch.inference_mode()
+    def start(self, ids: torch.Tensor) -> torch.Tensor:
+        """Prefill `ids` (batch, length); returns the first greedy token (batch, 1) and readies `next()`."""
+        from transformers import StaticCache
+
+        batch, length = ids.shape
+        if length + 1 > self.max_len:
+            raise ValueError(f"prompt of {length} tokens does not fit max_len {self.max_len}")
+        self.cache = StaticCache(config=self.model.config, max_cache_len=self.max_len)
+        pos = torch.arange(length, device=ids.device)
+        out = self.model(ids, cache_position=pos, use_cache=True, **{self.cache_kw: self.cache})
+        self.tok = out.logits[:, -1:].argmax(-1)
+        self.pos = torch.tensor([length], device=ids.device)
+        self.at = length  # the position on the host (reading self.pos would synchronise every step)
+        self._run = self._eager
+        if self.graphs:
+            self._capture()
+        return self.tok.clone()
+
+    def _step(self) -> torch.Tensor:
+        return self.model(self.tok, cache_position=self.pos, use_cache=True, **{self.cache_kw: self.cache}).logits
+
+    def _eager(self) -> torch.Tensor:
+        return self._step()
+
+    def _capture(self) -> None:
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):  # warm-up (and compilation): same token, same position
+                    self._step()
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.logits = self._step()
+            self.graph = graph
+            self._run = self._replay
+            self.mode = "cuda-graph"
+        except Exception as e:  # noqa: BLE001 - a model that cannot be captured still decodes eagerly
+            self.log(f"CUDA graph capture failed ({str(e).splitlines()[0][:200]}); decoding eagerly")
+            torch.cuda.synchronize()
+
+    def _replay(self) -> torch.Tensor:
+        self.graph.replay()
+        return self.logits
+
+    @torch.inference_mode()
+    def next(self) -> torch.Tensor:
+        """Run the current token at the current position; returns the next greedy token (batch, 1)."""
+        if self.at + 1 > self.max_len:
+            raise ValueError(f"max_len {self.max_len} reached")
+        logits = self._run()
+        self.tok.copy_(logits[:, -1:].argmax(-1))
+        self.pos += 1
+        self.at += 1
+        return self.tok.clone()
+
+
+def greedy(model, ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None = None, graphs: bool = True,
+           compile: bool = False, log=None) -> torch.Tensor:  # fmt: skip
+    """(batch, new tokens) greedy continuation of `ids` through StaticDecoder; stops early once every row has
+    produced `eos_token_id` (rows that finished keep repeating it, like transformers' padding with eos)."""
+    dec = StaticDecoder(model, ids.shape[1] + max_new_tokens, graphs=graphs, compile=compile, log=log)
+    toks = [dec.start(ids)]
+    done = toks[0].squeeze(1) == eos_token_id if eos_token_id is not None else None
+    while len(toks) < max_new_tokens and not (done is not None and bool(done.all())):
+        t = dec.next()
+        if done is not None:
+            t = torch.where(done[:, None], torch.full_like(t, eos_token_id), t)
+            done |= t.squeeze(1) == eos_token_id
+        toks.append(t)
+    return torch.cat(toks, dim=1)
