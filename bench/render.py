@@ -208,6 +208,7 @@ def _runtime(d: dict) -> list[str]:
         f"sparse tensor): prefill {e['prefill_stock_2of4']:.2f}×, decode {e['decode_batch1_stock_2of4']:.2f}×.",
         "",
     ]
+    lines += [f"Note: {n}" for n in d.get("notes", [])] + ([""] if d.get("notes") else [])
     same = ROOT / "bench/logs/runtime_v6_samecall.json"
     if same.exists():
         sc = json.loads(same.read_text())["end_to_end"]["compiled"]

@@ -354,6 +354,7 @@ def main() -> None:
     from compress.runtime.cusparselt import backend
 
     results = json.loads(args.json.read_text()) if args.update and args.json.exists() else {}
+    results.pop("notes", None)  # notes describe the file's previous runs
     commands = results.get("run", {}).get("commands", [])
     results.update({"run": run_meta(), "device": torch.cuda.get_device_name(0), "torch": torch.__version__})
     results["run"]["commands"] = [*commands, results["run"]["command"]] if args.update else [results["run"]["command"]]
