@@ -302,6 +302,11 @@ def test_static_decoder_gives_transformers_greedy_tokens_and_stops_at_eos():
     eos = int(ref[0, 3])  # row 0 stops at its 4th token; row 1 runs on until it meets eos (or the limit)
     kw = dict(max_new_tokens=12, do_sample=False, eos_token_id=eos, pad_token_id=eos)
     assert torch.equal(greedy(model, ids, 12, eos_token_id=eos), model.generate(ids, **kw)[:, 7:])
+    dec = StaticDecoder(model, max_len=19)  # warm-up steps (run before graph capture on a GPU) change nothing
+    toks = [dec.start(ids)]
+    dec.warm_up(2)
+    toks += [dec.next() for _ in range(11)]
+    assert torch.equal(torch.cat(toks, 1), ref)
     dec = StaticDecoder(model, max_len=8)
     dec.start(ids)
     dec.next()  # the token at position 7 still fits a cache of 8

@@ -2,9 +2,10 @@
 
 This is the loop `make bench-runtime` times and `python -m compress generate --fast` runs: the step's inputs
 (token, position) live in fixed tensors, so after two warm-up steps the whole forward of one token is captured
-once and replayed, with no host work per layer. Warm-up steps rewrite the cache slot of the position they are
-given with the same token, so they leave the cache as a real step would. With `compile` the model's forward is
-compiled first (`compress.runtime.model.compile_forward`).
+once and replayed, with no host work per layer (the cache position lives in a device tensor advanced in place:
+`cache_position` for transformers <= 5.1x, the cache's own `cumulative_length` after). Warm-up steps leave the
+cache as a real step expects it (`warm_up`). With `compile` the model's forward is compiled first
+(`compress.runtime.model.compile_forward`).
 """
 
 from __future__ import annotations
@@ -51,13 +52,25 @@ class StaticDecoder:
     def _eager(self) -> torch.Tensor:
         return self._step()
 
+    @torch.inference_mode()
+    def warm_up(self, steps: int = 2) -> None:
+        """Run `steps` throwaway steps at the current position (compilation, autotuning) and leave the cache as
+        a real step expects it: they rewrite the current slot with the current token, and caches that count
+        their own length (transformers >= 5.2x: `cumulative_length`, advanced in place by every forward) are
+        set back to the number of tokens really written."""
+        for _ in range(steps):
+            self._step()
+        for layer in getattr(self.cache, "layers", []):
+            n = getattr(layer, "cumulative_length", None)
+            if isinstance(n, torch.Tensor):
+                n.fill_(self.at)
+
     def _capture(self) -> None:
         try:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
-                for _ in range(2):  # warm-up (and compilation): same token, same position
-                    self._step()
+                self.warm_up(2)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
