@@ -314,3 +314,18 @@ def test_static_decoder_gives_transformers_greedy_tokens_and_stops_at_eos():
         dec.next()
     with pytest.raises(ValueError, match="does not fit"):
         StaticDecoder(model, max_len=7).start(ids)
+
+
+def test_compiled_forward_decodes_the_same_tokens():
+    """`compile_forward` (torch.compile of the whole forward, as in the compiled benchmark) + StaticDecoder gives
+    the eager tokens (on CPU the 2:4 layers take the reference path; ~30 s of compilation)."""
+    from compress.runtime.decoder import greedy
+
+    model = tiny_llama(hidden=128)
+    for m in model.model.layers.modules():
+        if isinstance(m, torch.nn.Linear):
+            m.weight.data *= magnitude_mask(m.weight.data, NM(2, 4))
+    sparsify(model)
+    ids = torch.randint(0, 128, (2, 7), generator=torch.Generator().manual_seed(0))
+    ref = greedy(model, ids, 8)
+    assert torch.equal(greedy(model, ids, 8, compile=True), ref)

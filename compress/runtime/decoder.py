@@ -21,6 +21,7 @@ class StaticDecoder:
         self.graphs = graphs and next(model.parameters()).is_cuda
         params = inspect.signature(model.forward).parameters  # transformers >= 5.2x calls the KV cache `cache`
         self.cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.last_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}  # prefill: no full lm_head
         if compile:
             from compress.runtime.model import compile_forward
 
@@ -37,7 +38,7 @@ class StaticDecoder:
             raise ValueError(f"prompt of {length} tokens does not fit max_len {self.max_len}")
         self.cache = StaticCache(config=self.model.config, max_cache_len=self.max_len)
         pos = torch.arange(length, device=ids.device)
-        out = self.model(ids, cache_position=pos, use_cache=True, **{self.cache_kw: self.cache})
+        out = self.model(ids, cache_position=pos, use_cache=True, **{self.cache_kw: self.cache}, **self.last_only)
         self.tok = out.logits[:, -1:].argmax(-1)
         self.pos = torch.tensor([length], device=ids.device)
         self.at = length  # the position on the host (reading self.pos would synchronise every step)
