@@ -16,6 +16,16 @@ from prune.magnitude import magnitude_mask
 from tests.conftest import tiny_llama
 
 
+def _tiny_24_model():
+    """A tiny Llama whose decoder Linears are magnitude-2:4 and converted to Sparse24Linear."""
+    model = tiny_llama(hidden=128)
+    for m in model.model.layers.modules():
+        if isinstance(m, torch.nn.Linear):
+            m.weight.data *= magnitude_mask(m.weight.data, NM(2, 4))
+    sparsify(model)
+    return model
+
+
 def _sparse(rows=24, cols=256, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     W = torch.randn(rows, cols, generator=g)
@@ -291,11 +301,7 @@ def test_static_decoder_gives_transformers_greedy_tokens_and_stops_at_eos():
     including early stopping once every row has produced eos (finished rows padded with eos)."""
     from compress.runtime.decoder import StaticDecoder, greedy
 
-    model = tiny_llama(hidden=128)
-    for m in model.model.layers.modules():
-        if isinstance(m, torch.nn.Linear):
-            m.weight.data *= magnitude_mask(m.weight.data, NM(2, 4))
-    sparsify(model)
+    model = _tiny_24_model()
     ids = torch.randint(0, 128, (2, 7), generator=torch.Generator().manual_seed(0))
     ref = model.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=0)[:, 7:]
     assert torch.equal(greedy(model, ids, 12), ref)
@@ -321,11 +327,7 @@ def test_compiled_forward_decodes_the_same_tokens():
     the eager tokens (on CPU the 2:4 layers take the reference path; ~30 s of compilation)."""
     from compress.runtime.decoder import greedy
 
-    model = tiny_llama(hidden=128)
-    for m in model.model.layers.modules():
-        if isinstance(m, torch.nn.Linear):
-            m.weight.data *= magnitude_mask(m.weight.data, NM(2, 4))
-    sparsify(model)
+    model = _tiny_24_model()
     ids = torch.randint(0, 128, (2, 7), generator=torch.Generator().manual_seed(0))
     ref = greedy(model, ids, 8)
     assert torch.equal(greedy(model, ids, 8, compile=True), ref)

@@ -42,19 +42,26 @@ __device__ __forceinline__ uint32_t sel2(uint32_t b) {
   return z * 0x22u + 0x10101010u;
 }
 
+// For each of the 4 groups of a 16-column unit, (x[p0], x[p1]) as a bf16 pair: xa/xb hold the unit's 16 x
+// values, meta16 its 16 metadata bits.
+__device__ __forceinline__ void x_pairs(uint32_t meta16, uint4 xa, uint4 xb, uint32_t xp[4]) {
+  const uint32_t sa = sel2(meta16), sb = sel2(meta16 >> 8);
+  xp[0] = __byte_perm(xa.x, xa.y, sa);
+  xp[1] = __byte_perm(xa.z, xa.w, sa >> 16);
+  xp[2] = __byte_perm(xb.x, xb.y, sb);
+  xp[3] = __byte_perm(xb.z, xb.w, sb >> 16);
+}
+
 // sum over the 4 groups of one 16-column unit of v0 * x[p0] + v1 * x[p1]
 __device__ __forceinline__ float unit_bf16(uint4 v, uint32_t meta16, uint4 xa, uint4 xb) {
-  const uint32_t sa = sel2(meta16), sb = sel2(meta16 >> 8);
-  const uint32_t sel[4] = {sa, sa >> 16, sb, sb >> 16};
+  uint32_t xp[4];
+  x_pairs(meta16, xa, xb, xp);
   const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-  const uint32_t xl[4] = {xa.x, xa.z, xb.x, xb.z};
-  const uint32_t xh[4] = {xa.y, xa.w, xb.y, xb.w};
   float acc = 0.f;
 #pragma unroll
   for (int g = 0; g < 4; ++g) {
-    const uint32_t xp = __byte_perm(xl[g], xh[g], sel[g]);
-    acc = fmaf(lo_f(w[g]), lo_f(xp), acc);
-    acc = fmaf(hi_f(w[g]), hi_f(xp), acc);
+    acc = fmaf(lo_f(w[g]), lo_f(xp[g]), acc);
+    acc = fmaf(hi_f(w[g]), hi_f(xp[g]), acc);
   }
   return acc;
 }
@@ -63,19 +70,16 @@ __device__ __forceinline__ float unit_bf16(uint4 v, uint32_t meta16, uint4 xa, u
 // are byte g of q: low nibble = first kept value. Each nibble becomes 2^23 + nibble by one PRMT into the
 // exponent byte 0x4B (the 2^23 magic number), then one FADD subtracts 2^23 + 8.
 __device__ __forceinline__ float unit_int4(uint32_t q, uint32_t meta16, uint4 xa, uint4 xb) {
+  uint32_t xp[4];
+  x_pairs(meta16, xa, xb, xp);
   const uint32_t lo = q & 0x0F0F0F0Fu, hi = (q >> 4) & 0x0F0F0F0Fu;
-  const uint32_t sa = sel2(meta16), sb = sel2(meta16 >> 8);
-  const uint32_t sel[4] = {sa, sa >> 16, sb, sb >> 16};
-  const uint32_t xl[4] = {xa.x, xa.z, xb.x, xb.z};
-  const uint32_t xh[4] = {xa.y, xa.w, xb.y, xb.w};
   float acc = 0.f;
 #pragma unroll
   for (int g = 0; g < 4; ++g) {
-    const uint32_t xp = __byte_perm(xl[g], xh[g], sel[g]);
     const float v0 = __uint_as_float(__byte_perm(lo, 0x4B000000u, 0x7440u + g)) - 8388616.f;
     const float v1 = __uint_as_float(__byte_perm(hi, 0x4B000000u, 0x7440u + g)) - 8388616.f;
-    acc = fmaf(v0, lo_f(xp), acc);
-    acc = fmaf(v1, hi_f(xp), acc);
+    acc = fmaf(v0, lo_f(xp[g]), acc);
+    acc = fmaf(v1, hi_f(xp[g]), acc);
   }
   return acc;
 }
