@@ -17,16 +17,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.runtime import L2_BYTES, SHAPES, copy_bandwidth, rel_err  # noqa: E402
+from bench.runtime import SHAPES, byte_bounds_us, copy_bandwidth, graph_rotated_us, rel_err, rotation_copies  # noqa: E402
 from compress.runtime import cuda_decode, format24, triton_decode  # noqa: E402
-from compress.runtime.linear import graph_time_us  # noqa: E402
 from prune.config import NM  # noqa: E402
 from prune.magnitude import magnitude_mask  # noqa: E402
-
-
-def per_call_us(fn, items: list) -> float:
-    """GPU µs per fn(item), cycling over `items` in one CUDA graph."""
-    return graph_time_us(lambda: [fn(it) for it in items]) / len(items)
 
 
 def main() -> None:
@@ -40,7 +34,7 @@ def main() -> None:
     g = torch.Generator(device="cuda").manual_seed(0)
     out = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "bw": bw, "rows": []}
     for n, k in SHAPES:
-        copies = max(2, int(3 * L2_BYTES // (2 * n * k)) + 1)
+        copies = rotation_copies(n, k)
         items = []
         for _ in range(copies):
             W = torch.randn(n, k, device="cuda", dtype=torch.bfloat16, generator=g)
@@ -54,42 +48,40 @@ def main() -> None:
             ref = x.float() @ items[0]["W"].float().t()
             ref4 = x.float() @ W4.float().t()
             row = {"shape": f"{n}x{k}", "m": m}
-            row["dense_us"] = per_call_us(lambda it, x=x: F.linear(x, it["W"]), items)
+            row["dense_us"] = graph_rotated_us(lambda it, x: F.linear(x, it["W"]), items, x)
             if m == 1:
-                row["triton_us"] = per_call_us(
-                    lambda it, x=x: triton_decode.sparse24_matmul(x, it["values"], it["meta"]), items
+                row["triton_us"] = graph_rotated_us(
+                    lambda it, x: triton_decode.sparse24_matmul(x, it["values"], it["meta"]), items, x
                 )
-                row["triton_int4_us"] = per_call_us(
-                    lambda it, x=x: triton_decode.sparse24_int4_matmul(x, it["qweight"], it["scales"], it["meta"]),
+                row["triton_int4_us"] = graph_rotated_us(
+                    lambda it, x: triton_decode.sparse24_int4_matmul(x, it["qweight"], it["scales"], it["meta"]),
                     items,
+                    x,
                 )
             for int4 in (False, True):
                 tag = "int4" if int4 else "bf16"
                 best = None
                 for launch in cuda_decode.LAUNCHES:
 
-                    def call(it, x=x, int4=int4, launch=launch):
+                    def call(it, x, int4=int4, launch=launch):
                         w, s = (it["qweight"], it["scales"]) if int4 else (it["values"], None)
                         return cuda_decode.gemv(x, w, s, it["meta"], int4, launch)
 
-                    y = call(items[0])
+                    y = call(items[0], x)
                     err = rel_err(y, ref4 if int4 else ref)
                     if not err < 1e-2:
                         print(f"CORRECTNESS FAILED {n}x{k} M={m} {tag} launch {launch}: rel err {err}", flush=True)
                         row[f"{tag}_fail_{launch}"] = err
                         continue
-                    us = per_call_us(call, items)
+                    us = graph_rotated_us(call, items, x)
                     row[f"{tag}_{'x'.join(map(str, launch))}_us"] = us
                     row[f"{tag}_err"] = err
                     if best is None or us < best[1]:
                         best = (launch, us)
                 if best:
                     row[f"{tag}_best"] = best
-            bytes24 = n * k * 1.125 + 2 * m * (n + k)
-            bytes4 = n * k * (0.25 + 0.125 + 1 / 64) + 2 * m * (n + k)
-            row["bound24_us"] = bytes24 / bw * 1e6
-            row["bound4_us"] = bytes4 / bw * 1e6
-            row["bound_dense_us"] = (2 * n * k + 2 * m * (n + k)) / bw * 1e6
+            bounds = byte_bounds_us(n, k, m, bw)
+            row["bound24_us"], row["bound4_us"], row["bound_dense_us"] = bounds["24"], bounds["int4"], bounds["dense"]
             out["rows"].append(row)
             print(
                 f"{n}x{k} M={m}: dense {row['dense_us']:.1f} (bound {row['bound_dense_us']:.1f}) | "

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.render import llama2_7b_shaped, run_meta, save  # noqa: E402
-from compress.runtime.linear import CUDA_MAX_M, Sparse24Linear, choose_paths, graph_time_us  # noqa: E402
+from compress.runtime.linear import Sparse24Linear, choose_paths, graph_time_us  # noqa: E402
 from compress.runtime.linear import event_time_us as bench_us  # noqa: E402
 from compress.runtime.model import compile_forward, prepare, sparsify  # noqa: E402
 from prune.config import NM  # noqa: E402
@@ -60,6 +60,21 @@ def graph_rotated_us(fn, items: list, x: torch.Tensor) -> float:
     return graph_time_us(lambda: [fn(it, x) for it in items]) / len(items)
 
 
+def rotation_copies(n: int, k: int) -> int:
+    """Distinct (N, K) bf16 weights to cycle through so that one rotation is larger than 3x the L2 cache."""
+    return max(2, int(3 * L2_BYTES // (2 * n * k)) + 1)
+
+
+def byte_bounds_us(n: int, k: int, m: int, bw: float) -> dict:
+    """Microseconds to move each format's bytes (weights + x + y) at copy bandwidth `bw`."""
+    act = 2 * m * k + 2 * m * n
+    return {
+        "dense": (2 * n * k + act) / bw * 1e6,
+        "24": (n * k * 1.125 + act) / bw * 1e6,  # bf16 values + 2-bit positions
+        "int4": (n * k * (0.25 + 0.125 + 1 / 64) + act) / bw * 1e6,  # nibbles + positions + scales
+    }
+
+
 def copy_bandwidth() -> float:
     """Device-to-device copy, bytes read + written per second."""
     a = torch.empty(2 * 2**30, dtype=torch.uint8, device="cuda")
@@ -74,7 +89,7 @@ def gemm_table(results: dict, bw: float, out: Path, shapes=SHAPES, ms=MS, sectio
     rows = results.setdefault(section, [])
     g = torch.Generator(device="cuda").manual_seed(0)
     for n, k in shapes:
-        copies = max(2, int(3 * L2_BYTES // (2 * n * k)) + 1)  # weights > 3x L2 per rotation
+        copies = rotation_copies(n, k)
         dense, stock, ours, ours4 = [], [], [], []
         for _ in range(copies):
             W = torch.randn(n, k, device="cuda", dtype=torch.bfloat16, generator=g)
@@ -106,12 +121,8 @@ def gemm_table(results: dict, bw: float, out: Path, shapes=SHAPES, ms=MS, sectio
                 row["rel_err_stock"] = None
                 row["stock_error"] = str(e).splitlines()[0][:160]
             errs = [row["rel_err"], row["rel_err_dense"]]
-            if m in small:  # every path either model may take at this M
-                for p in (
-                    ("cuda", "triton", "cusparselt")
-                    if m <= CUDA_MAX_M and ours[0].cuda_gemv
-                    else ("triton", "cusparselt")
-                ):
+            if m in small:  # every path either model may take at this M (those the search timed)
+                for p in report[(n, k, False, torch.bfloat16, m)]["us"]:
                     row[f"rel_err_{p}"] = rel_err(ours[0].run_path(x, p), ref)
                     row[f"rel_err_int4_{p}"] = rel_err(ours4[0].run_path(x, p), ref4)
                     errs += [row[f"rel_err_{p}"], row[f"rel_err_int4_{p}"]]
@@ -137,12 +148,7 @@ def gemm_table(results: dict, bw: float, out: Path, shapes=SHAPES, ms=MS, sectio
                 for int4 in (False, True):
                     for p, us in report[(n, k, int4, torch.bfloat16, m)]["us"].items():
                         row[f"{p}{'_int4' if int4 else ''}_gpu_us"] = us
-            bytes_int4 = n * k * (0.25 + 0.125 + 1 / 64) + 2 * m * k + 2 * m * n
-            bytes_dense = 2 * n * k + 2 * m * k + 2 * m * n
-            bytes_24 = n * k * 1.125 + 2 * m * k + 2 * m * n
-            row["bound_us_int4_bytes"] = bytes_int4 / bw * 1e6
-            row["bound_us_dense_bytes"] = bytes_dense / bw * 1e6
-            row["bound_us_24_bytes"] = bytes_24 / bw * 1e6
+            row.update({f"bound_us_{f}_bytes": us for f, us in byte_bounds_us(n, k, m, bw).items()})
             row["flop_bound_us_dense"] = 2 * m * n * k / DENSE_FLOPS * 1e6
             rows.append(row)
             print(

@@ -13,16 +13,17 @@ import os
 import subprocess
 from pathlib import Path
 
+from compress.assets import cache_dir
 
-def cache_dir() -> Path:
-    base = os.environ.get("LLM_COMPRESS_CACHE") or Path.home() / ".cache" / "llm-compress"
-    return Path(base) / "ext"
+
+def cuda_home() -> Path:
+    return Path(os.environ.get("CUDA_HOME") or "/usr/local/cuda")
 
 
 def build_and_load(src: Path, cmd: list[str], what: str) -> ctypes.CDLL:
     """Run `cmd + ["-o", OUT]` (cmd names `src`) unless OUT exists; load OUT. RuntimeError on a failed build."""
     key = hashlib.sha256(src.read_bytes() + " ".join(cmd).encode()).hexdigest()[:16]
-    out = cache_dir() / f"{src.stem}_{key}.so"
+    out = cache_dir() / "ext" / f"{src.stem}_{key}.so"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(f".{os.getpid()}.tmp")

@@ -8,14 +8,13 @@ block) is chosen per (N, K, format, M) by `tune` (a one-time timing over `LAUNCH
 from __future__ import annotations
 
 import ctypes
-import os
 import shutil
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
-from compress.runtime.build import build_and_load
+from compress.runtime.build import build_and_load, cuda_home
 
 SRC = Path(__file__).with_name("csrc") / "sparse24_gemv.cu"
 MAX_M = 8
@@ -27,11 +26,10 @@ _launch: dict[tuple, tuple[int, int, int]] = {}  # (N, K, int4, M) -> launch, fi
 
 def _nvcc() -> str:
     found = shutil.which("nvcc")
-    home = os.environ.get("CUDA_HOME") or "/usr/local/cuda"
     if found:
         return found
-    if Path(home, "bin", "nvcc").exists():
-        return str(Path(home, "bin", "nvcc"))
+    if (cuda_home() / "bin" / "nvcc").exists():
+        return str(cuda_home() / "bin" / "nvcc")
     raise RuntimeError("nvcc not found (put the CUDA toolkit's bin on PATH or set CUDA_HOME)")
 
 

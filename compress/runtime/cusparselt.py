@@ -10,13 +10,12 @@ If the shim cannot be built or loaded, `backend()` falls back to torch._cslt_spa
 from __future__ import annotations
 
 import ctypes
-import os
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
-from compress.runtime.build import build_and_load
+from compress.runtime.build import build_and_load, cuda_home
 
 SRC = Path(__file__).with_name("csrc") / "cslt_shim.cpp"
 DTYPE_CODE = {torch.bfloat16: 0, torch.float16: 1}
@@ -31,8 +30,7 @@ def _candidate_dirs() -> list[Path]:
         roots += [Path(p) for p in nvidia.__path__]
     except ImportError:
         pass
-    cuda_home = os.environ.get("CUDA_HOME") or "/usr/local/cuda"
-    return roots + [Path(cuda_home)]
+    return roots + [cuda_home()]
 
 
 def _find(name: str, sub: str) -> Path | None:

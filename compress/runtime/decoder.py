@@ -42,16 +42,13 @@ class StaticDecoder:
         self.tok = out.logits[:, -1:].argmax(-1)
         self.pos = torch.tensor([length], device=ids.device)
         self.at = length  # the position on the host (reading self.pos would synchronise every step)
-        self._run = self._eager
+        self._run = self._step
         if self.graphs:
             self._capture()
         return self.tok.clone()
 
     def _step(self) -> torch.Tensor:
         return self.model(self.tok, cache_position=self.pos, use_cache=True, **{self.cache_kw: self.cache}).logits
-
-    def _eager(self) -> torch.Tensor:
-        return self._step()
 
     @torch.inference_mode()
     def warm_up(self, steps: int = 2) -> None:

@@ -88,6 +88,16 @@ class Sparse24Linear(nn.Module):
     def int4(self) -> bool:
         return self.qweight is not None
 
+    @property
+    def packed(self) -> torch.Tensor:
+        """The packed kept values the kernels read: int4 `qweight` or bf16 `values`."""
+        return self.qweight if self.int4 else self.values
+
+    @property
+    def value_dtype(self) -> torch.dtype:
+        """The dtype the layer computes in (of the values, or of the int4 scales)."""
+        return self.scales.dtype if self.int4 else self.values.dtype
+
     @classmethod
     def from_linear(cls, linear: nn.Linear, keep: torch.Tensor, int4: bool = False, **kw) -> Sparse24Linear:
         values, meta = format24.pack_24(linear.weight.data, keep)
@@ -110,13 +120,11 @@ class Sparse24Linear(nn.Module):
         from compress.runtime.cusparselt import backend
 
         self.cslt = backend().compress(self.dense_weight())
-        dtype = self.scales.dtype if self.int4 else self.values.dtype
-        self.cuda_gemv = dtype == torch.bfloat16 and self.in_features % 128 == 0 and cuda_decode.available()
+        self.cuda_gemv = self.value_dtype == torch.bfloat16 and self.in_features % 128 == 0 and cuda_decode.available()
 
     def shape_key(self) -> tuple:
         """(N, K, int4, dtype): layers with equal keys run the same kernels equally fast."""
-        dtype = self.scales.dtype if self.int4 else self.values.dtype
-        return (self.out_features, self.in_features, self.int4, dtype)
+        return (self.out_features, self.in_features, self.int4, self.value_dtype)
 
     def path(self, m: int, dtype: torch.dtype = torch.bfloat16) -> str:
         """Which kernel a CUDA call with m tokens of `dtype` takes."""
@@ -132,8 +140,7 @@ class Sparse24Linear(nn.Module):
         return "triton" if self.cslt is None or self.int4 else "cusparselt"
 
     def _operands(self, x2: torch.Tensor, path: str) -> tuple:
-        w = self.qweight if self.int4 else self.values
-        return (x2, w, self.scales, self.meta, self.cslt, self.out_features, self.int4, path)
+        return (x2, self.packed, self.scales, self.meta, self.cslt, self.out_features, self.int4, path)
 
     def run_path(self, x2: torch.Tensor, path: str) -> torch.Tensor:
         """x2 (M, K) contiguous CUDA -> (M, N) through one named path (no bias)."""
@@ -156,7 +163,7 @@ class Sparse24Linear(nn.Module):
         return y.reshape(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        kind = "int4 g128" if self.int4 else str(self.values.dtype).removeprefix("torch.")
+        kind = "int4 g128" if self.int4 else str(self.value_dtype).removeprefix("torch.")
         return f"in_features={self.in_features}, out_features={self.out_features}, 2:4 {kind}"
 
 
@@ -224,10 +231,7 @@ def choose_paths(model: nn.Module, ms=(1, 2, 4, 8, 16, 32, 64), per_key: int = 8
                 entry["cuda_launch"] = cuda_decode.tune(
                     (key[0], key[1], key[2], m),
                     lambda launch, x=x, mods=mods: [
-                        cuda_decode.gemv(
-                            x, mod.qweight if mod.int4 else mod.values, mod.scales, mod.meta, mod.int4, launch
-                        )  # fmt: skip
-                        for mod in mods
+                        cuda_decode.gemv(x, mod.packed, mod.scales, mod.meta, mod.int4, launch) for mod in mods
                     ],
                 )
                 paths.insert(0, "cuda")
