@@ -40,7 +40,7 @@ from pathlib import Path
 import yaml
 
 from compress.errors import UserError
-from prune.config import DSnoTConfig, MagnitudeConfig, SparseGPTConfig, WandaConfig, parse_pattern
+from prune.config import NM, DSnoTConfig, MagnitudeConfig, SparseGPTConfig, WandaConfig, parse_pattern
 
 PRUNE_METHODS = {"magnitude": MagnitudeConfig, "wanda": WandaConfig, "sparsegpt": SparseGPTConfig}
 CALIBRATION_DATASETS = ("olmo-mix", "c4", "wikitext2")
@@ -112,10 +112,10 @@ class PruneConfig:
         if self.sparsity is not None and not isinstance(self.sparsity, (int, float)):
             raise ValueError(f"prune.sparsity must be a number in [0, 1), got {self.sparsity!r}")
         try:
-            parse_pattern(self.pattern, self.sparsity)
+            pattern = parse_pattern(self.pattern, self.sparsity)
         except ValueError as e:
             raise ValueError(f"prune: {e}") from None
-        if self.owl is not None and self.pattern.strip().lower() != "unstructured":
+        if self.owl is not None and isinstance(pattern, NM):
             raise ValueError(f"prune.owl distributes unstructured sparsity only; pattern is {self.pattern!r}")
         for pat in self.ignore:
             try:

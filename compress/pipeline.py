@@ -22,7 +22,7 @@ from compress.layerwise import LayerwiseResult, run_layerwise
 from compress.models import context_length, decoder_layers, load_model, resolve_dtype
 from compress.resume import LayerwiseCheckpoint, run_key
 from eval.perplexity import perplexity, token_windows
-from prune import NM, DSnoTConfig, Unstructured, make_stats, prune_weight
+from prune import NM, make_stats, prune_weight
 from prune.owl import outlier_ratio, owl_sparsities
 from prune.stats import ActNormSq
 from prune.wanda import wanda_scores
@@ -108,12 +108,6 @@ def prune_model(
     )
 
 
-def _with_pattern(spec, pattern):
-    if isinstance(spec, DSnoTConfig):
-        return dataclasses.replace(spec, init=dataclasses.replace(spec.init, pattern=pattern))
-    return dataclasses.replace(spec, pattern=pattern)
-
-
 def owl_methods(model, windows, cfg: PruneConfig, targets, device, batch_size, progress) -> dict:
     """OWL: one pass over the dense model for each layer's Wanda-score outlier ratio, then a per-Linear spec
     with that layer's sparsity (Yin et al. 2024, Alg. 1)."""
@@ -139,7 +133,7 @@ def owl_methods(model, windows, cfg: PruneConfig, targets, device, batch_size, p
     layers = sorted(ratios)
     sparsities = owl_sparsities([ratios[i] for i in layers], cfg.spec.pattern.sparsity, cfg.owl.lam)
     return {
-        n: _with_pattern(cfg.method_for(n), Unstructured(s))
+        n: dataclasses.replace(cfg, sparsity=s).method_for(n)
         for i, s in zip(layers, sparsities, strict=True)
         for n in names[i]
     }

@@ -21,7 +21,6 @@ __all__ = [
     "NM",
     "PruneMethod",
     "SparseGPTConfig",
-    "SparseGPTConfig",
     "Unstructured",
     "WandaConfig",
     "make_stats",

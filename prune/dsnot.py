@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from prune.config import NM, Pattern
+from prune.wanda import wanda_scores
 
 
 def row_error(D: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -69,16 +70,18 @@ def dsnot_refine(
     grow_order = torch.sort(grow_key, dim=1, stable=True).indices
     grow_lo, grow_hi = torch.zeros_like(n_pruned), n_pruned - 1
 
-    wanda = W.abs() * act_norm_sq.float().sqrt().reshape(1, -1)
+    wanda = wanda_scores(W, act_norm_sq)
+    kept_score = torch.where(keep, wanda, torch.full_like(wanda, float("inf")))  # pruned entries never chosen
     nm = isinstance(pattern, NM)
     if not nm:  # prune list: kept entries by Wanda score, negative D first
         n_kept = keep.sum(1)
-        kept_sorted = torch.sort(torch.where(keep, wanda, torch.full_like(wanda, float("inf"))), dim=1, stable=True)
+        kept_sorted = torch.sort(kept_score, dim=1, stable=True)
         prune_order = _order_negative_first(kept_sorted.indices, D, n_kept)
         # rows differ in kept counts only for per-layer initial masks; entries past n_kept are pruned ones
         prune_lo, prune_hi = torch.zeros_like(n_kept), n_kept - 1
     else:
-        prune_score = torch.where(keep, wanda, torch.full_like(wanda, float("inf")))
+        prune_score = kept_score
+        in_block = torch.arange(pattern.m, device=W.device)
 
     active = torch.ones(rows, dtype=torch.bool, device=W.device)
     for _ in range(max_cycles):
@@ -92,7 +95,7 @@ def dsnot_refine(
         g = grow_order[arange, g_pos]
         if nm:
             start = g - g % pattern.m
-            block = start.unsqueeze(1) + torch.arange(pattern.m, device=W.device)  # (rows, m)
+            block = start.unsqueeze(1) + in_block  # (rows, m)
             p = start + torch.argmin(torch.gather(prune_score, 1, block), dim=1)
         else:
             p_pos = torch.where(positive, prune_lo, prune_hi).clamp(0, cols - 1)

@@ -36,29 +36,31 @@ def inverse_hessian_factor(H: torch.Tensor, percdamp: float, retries: int = 3) -
 def sparsegpt_saliency(W: torch.Tensor, H: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:
     """One-shot OBS saliency w^2 / diag(Hinv)^2 over the whole matrix, no weight update: the mask score
     zyxxmu/DSnoT `prune_DSnoT` uses for `--initial_method sparsegpt` (dead inputs zeroed as in SparseGPT)."""
+    W, Hinv = _float_w_and_hinv(W, H, percdamp)
+    return W**2 / torch.diag(Hinv).reshape(1, -1) ** 2
+
+
+def _float_w_and_hinv(W: torch.Tensor, H: torch.Tensor, percdamp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 copy of W with dead inputs (diag H = 0) zeroed, and the upper Cholesky factor of H^-1 (those inputs'
+    diagonal set to 1 first), as the reference `fasterprune` prepares them."""
     W = W.float().clone()
     H = H.float().clone()
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
     W[:, dead] = 0
-    return W**2 / torch.diag(inverse_hessian_factor(H, percdamp)).reshape(1, -1) ** 2
+    return W, inverse_hessian_factor(H, percdamp)
 
 
 def sparsegpt_prune(
     W: torch.Tensor, H: torch.Tensor, pattern: Pattern, blocksize: int = 128, percdamp: float = 0.01
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Return (pruned and updated W in W's dtype, keep-mask, OBS error sum (w - q)^2 / d^2 / 2)."""
-    W = W.float().clone()  # (rows, cols)
-    rows, cols = W.shape
-    H = H.float().clone()
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1
-    W[:, dead] = 0
-    Hinv = inverse_hessian_factor(H, percdamp)
-    keep = torch.ones_like(W, dtype=torch.bool)
-    loss = torch.zeros((), dtype=torch.float64, device=W.device)
     if isinstance(pattern, NM) and blocksize % pattern.m:
         raise ValueError(f"blocksize {blocksize} must be a multiple of M={pattern.m}")
+    W, Hinv = _float_w_and_hinv(W, H, percdamp)  # (rows, cols)
+    cols = W.shape[1]
+    keep = torch.ones_like(W, dtype=torch.bool)
+    loss = torch.zeros((), dtype=torch.float64, device=W.device)
 
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
@@ -79,11 +81,11 @@ def sparsegpt_prune(
             d = Hinv1[i, i]
             q = w * keep1[:, i]
             Q1[:, i] = q
-            loss += ((w - q) ** 2 / d**2).sum().double() / 2
             err = (w - q) / d
             W1[:, i:] -= err.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)
             Err1[:, i] = err
         W[:, i1:i2] = Q1
         keep[:, i1:i2] = keep1
+        loss += Err1.pow(2).sum().double() / 2  # (w - q)^2 / d^2 per column, once per block
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]  # lazy batch update of the later blocks
     return W, keep, float(loss)

@@ -67,14 +67,11 @@ class ChannelStats:
         n = self.norm_sq.nsamples
         self.norm_sq.add_batch(x)
         flat = x.reshape(-1, x.shape[-1]).double()  # (B*T, d)
-        self.sum_row = self.sum_row * n / (n + b) + flat.sum(0) / (n + b)
-        self._s1 += flat.sum(0)
+        s1 = flat.sum(0)
+        self.sum_row = self.sum_row * n / (n + b) + s1 / (n + b)
+        self._s1 += s1
         self._s2 += flat.pow(2).sum(0)
         self.ntokens += flat.shape[0]
-
-    @property
-    def mean(self) -> torch.Tensor:
-        return (self._s1 / self.ntokens).float()
 
     @property
     def var(self) -> torch.Tensor:

@@ -69,7 +69,7 @@ def _(method: WandaConfig, W: torch.Tensor, stats):
 def _(method: SparseGPTConfig, W: torch.Tensor, stats):
     H = _require(stats, "SparseGPT").H
     W_new, mask, _ = sparsegpt_prune(W, H, method.pattern, method.blocksize, method.percdamp)
-    return W_new.to(W.dtype) * mask, mask
+    return W_new.to(W.dtype), mask  # pruned entries are already 0
 
 
 @singledispatch
@@ -90,10 +90,10 @@ def _(method: SparseGPTConfig, W: torch.Tensor, stats):
 
 @prune_weight.register
 def _(method: DSnoTConfig, W: torch.Tensor, stats):
-    """Initial mask, then DSnoT swaps; kept weights keep their initial values, regrown weights get their
-    dense value."""
+    """Initial mask, then DSnoT swaps; kept and regrown weights hold their dense values (every init keeps its
+    kept weights unchanged: `dsnot_init` returns W * keep0)."""
     init_stats, channel = _require(stats, "DSnoT").parts
-    W_init, keep0 = dsnot_init(method.init, W, init_stats)
+    _, keep0 = dsnot_init(method.init, W, init_stats)
     keep = dsnot_refine(
         W,
         keep0,
@@ -106,4 +106,4 @@ def _(method: DSnoTConfig, W: torch.Tensor, stats):
         method.pow_of_var_regrowing,
         method.same_sign,
     )
-    return torch.where(keep, torch.where(keep0, W_init, W), torch.zeros_like(W)), keep
+    return torch.where(keep, W, torch.zeros_like(W)), keep
