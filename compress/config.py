@@ -117,11 +117,17 @@ class PruneConfig:
             raise ValueError(f"prune: {e}") from None
         if self.owl is not None and isinstance(pattern, NM):
             raise ValueError(f"prune.owl distributes unstructured sparsity only; pattern is {self.pattern!r}")
-        for pat in self.ignore:
+        skip = self.dsnot.skip if self.dsnot is not None else ()
+        for key, pat in [("ignore", p) for p in self.ignore] + [("dsnot.skip", p) for p in skip]:
             try:
                 re.compile(pat)
             except re.error as e:
-                raise ValueError(f"prune.ignore entry {pat!r} is not a valid regex ({e})") from None
+                raise ValueError(f"prune.{key} entry {pat!r} is not a valid regex ({e})") from None
+        if self.dsnot is not None:
+            try:
+                _ = self.spec  # DSnoTConfig validates its options: fail when the recipe loads, not mid-run
+            except ValueError as e:
+                raise ValueError(f"prune.{e}") from None
 
     @property
     def spec(self) -> MagnitudeConfig | WandaConfig | SparseGPTConfig | DSnoTConfig:

@@ -46,6 +46,8 @@ def test_shipped_recipes_load():
         ({"calibration": {"dataset": "pile"}}, "calibration.dataset 'pile'"),
         ({"eval": {"perplexity": ["ptb"]}}, "eval.perplexity 'ptb' is unknown"),
         ({"dtype": "int8"}, "dtype 'int8' is unknown"),
+        ({"prune": {"method": "wanda", "dsnot": {"max_cycles": 0}}}, "prune.dsnot.max_cycles must be >= 1, got 0"),
+        ({"prune": {"method": "wanda", "dsnot": {"skip": ["mlp("]}}}, "prune.dsnot.skip entry 'mlp\\(' is not a"),
     ],
 )
 def test_bad_recipes(data, message):
