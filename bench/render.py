@@ -41,11 +41,11 @@ def _smollm2(d: dict, title: str) -> list[str]:
     return lines
 
 
-ZS_TASKS = ["boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"]
-ZS_LABELS = ["BoolQ", "RTE", "HellaSwag", "WinoGrande", "ARC-e", "ARC-c", "OBQA"]
-
-
 def _zeroshot(d: dict, title: str) -> list[str]:
+    from compress.compare import TASK_LABELS
+    from compress.lm_tasks import PAPER_TASKS
+
+    ZS_TASKS, ZS_LABELS = PAPER_TASKS, [TASK_LABELS[t] for t in PAPER_TASKS]  # noqa: N806
     run, cal = d["run"], d["calibration"]
     ck = d["checkpoints"]
     limit = next(iter(ck.values()))["limit"]
@@ -90,6 +90,15 @@ def _fmt(x) -> str:
     return "—" if x is None else (f"{x:.1f}" if x < 1e4 else f"{x:.3g}")
 
 
+def _ppl_table(d: dict) -> list[str]:
+    """Method rows x pattern columns of wiki perplexity (dense row left out)."""
+    lines = ["| method | " + " | ".join(PR_LABELS) + " |", "|---|" + "---:|" * len(PR_CELLS)]
+    for m, row in d["wiki_ppl"].items():
+        if m != "dense":
+            lines.append(f"| {m} | " + " | ".join(_fmt(row.get(c)) for c in PR_CELLS) + " |")
+    return lines
+
+
 def _pruning(gpu: dict | None, cpu: dict | None) -> list[str]:
     lines = ["## Pruning methods (issue #4): SmolLM2-135M wiki perplexity", ""]
     if gpu:
@@ -101,12 +110,8 @@ def _pruning(gpu: dict | None, cpu: dict | None) -> list[str]:
             "",
             f"Dense: {gpu['wiki_ppl']['dense']:.2f}.",
             "",
-            "| method | " + " | ".join(PR_LABELS) + " |",
-            "|---|" + "---:|" * len(PR_CELLS),
+            *_ppl_table(gpu),
         ]
-        for m, row in gpu["wiki_ppl"].items():
-            if m != "dense":
-                lines.append(f"| {m} | " + " | ".join(_fmt(row.get(c)) for c in PR_CELLS) + " |")
         t = gpu.get("time_s_7b_shape", {})
         lines += [
             "",
@@ -131,11 +136,7 @@ def _pruning(gpu: dict | None, cpu: dict | None) -> list[str]:
             f"{cpu['wiki_ppl']['dense']:.2f}:",
             "",
         ]
-        lines += ["| method | " + " | ".join(PR_LABELS) + " |", "|---|" + "---:|" * len(PR_CELLS)]
-        for m, row in cpu["wiki_ppl"].items():
-            if m != "dense":
-                lines.append(f"| {m} | " + " | ".join(_fmt(row.get(c)) for c in PR_CELLS) + " |")
-        lines.append("")
+        lines += [*_ppl_table(cpu), ""]
     return lines
 
 
@@ -421,12 +422,9 @@ def render() -> str:
         lines += _zeroshot(json.loads(zs_cpu.read_text()), "CPU, reduced (labelled: example limit per task)")
     pr_gpu, pr_cpu = ROOT / "bench/pruning.json", ROOT / "bench/pruning_cpu.json"
     if pr_gpu.exists() or pr_cpu.exists():
-        lines += _pruning(
-            json.loads(pr_gpu.read_text()) if pr_gpu.exists() else None,
-            json.loads(pr_cpu.read_text())
-            if pr_cpu.exists() and "calibration" in json.loads(pr_cpu.read_text())
-            else None,
-        )
+        gpu = json.loads(pr_gpu.read_text()) if pr_gpu.exists() else None
+        cpu = json.loads(pr_cpu.read_text()) if pr_cpu.exists() else {}
+        lines += _pruning(gpu, cpu if "calibration" in cpu else None)
     rt = ROOT / "bench/runtime.json"
     if rt.exists():
         lines += _runtime(json.loads(rt.read_text()))

@@ -19,6 +19,7 @@ from compress.environment import environment  # noqa: E402
 from compress.evaluate import evaluate  # noqa: E402
 from compress.models import resolve_dtype  # noqa: E402
 from compress.pipeline import resolve_device, run  # noqa: E402
+from eval.zeroshot import mean_acc  # noqa: E402
 
 CHECKPOINTS = {
     "dense": None,
@@ -42,6 +43,7 @@ def main() -> None:
     dtype = resolve_dtype("auto", device)
     cal = CalibrationConfig("olmo-mix", args.nsamples, args.seqlen, 0, batch_size=args.batch_size)
     results = {}
+    device_name = environment()["cuda_device"] or "cpu"  # once: environment() runs git
     for name, prune in CHECKPOINTS.items():
         folder = args.workdir / name
         if not folder.exists():
@@ -59,9 +61,9 @@ def main() -> None:
         )
         results[name] = {
             **{t: {k: v.get(k) for k in ("acc", "acc_norm", "acc_stderr")} for t, v in r.zeroshot.items()},
-            "mean_acc": sum(v["acc"] for v in r.zeroshot.values()) / len(r.zeroshot),
+            "mean_acc": mean_acc(r.zeroshot),
             "limit": args.limit,
-            "device": environment()["cuda_device"] or "cpu",
+            "device": device_name,
             "wall_s": r.wall_s,
             "cached": bool(r.cached),
             "size_bytes": r.size_bytes,

@@ -174,14 +174,15 @@ def _compare(args, named: list[tuple[str, str]]) -> None:
 
     results, meta = _evaluate_all(args, named)
     table = rows(results)
-    files = write(table, args.out, meta) if args.out is not None else {}
     md = markdown(table, note(meta))
+    files = write(table, args.out, meta, md) if args.out is not None else {}
     print(md)
     for r, row in zip(results, table, strict=True):
         folder = Path(r.model)
         if is_checkpoint_folder(folder):  # measured scores go into the checkpoint's card
-            (folder / "zeroshot.json").write_text(json.dumps({"meta": meta, "row": row, "table_md": md}, indent=2))
-            write_card(folder)
+            payload = {"meta": meta, "row": row, "table_md": md}
+            (folder / "zeroshot.json").write_text(json.dumps(payload, indent=2))
+            write_card(folder, payload)
     if files:
         print("wrote " + ", ".join(str(f) for f in files.values()))
     print("cached: " + "; ".join(f"{r.name}: {len(r.cached)} results" for r in results))

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from compress.evaluate import Evaluated
+from eval.zeroshot import mean_acc
 
 TASK_LABELS = {
     "boolq": "BoolQ",
@@ -23,7 +24,7 @@ def rows(results: list[Evaluated]) -> list[dict]:
     base = None
     out = []
     for r in results:
-        mean = 100 * sum(v["acc"] for v in r.zeroshot.values()) / len(r.zeroshot)
+        mean = 100 * mean_acc(r.zeroshot)
         base = mean if base is None else base
         out.append(
             {
@@ -118,10 +119,11 @@ def note(meta: dict) -> str:
     )
 
 
-def write(table: list[dict], out: Path, meta: dict) -> dict[str, Path]:
+def write(table: list[dict], out: Path, meta: dict, md: str) -> dict[str, Path]:
+    """compare.md (`md`, the table's `markdown`), compare.json and compare.png under `out`."""
     out.mkdir(parents=True, exist_ok=True)
     files = {"md": out / "compare.md", "json": out / "compare.json", "png": out / "compare.png"}
-    files["md"].write_text(markdown(table, note(meta)))
+    files["md"].write_text(md)
     files["json"].write_text(json.dumps({"meta": meta, "rows": table}, indent=2) + "\n")
     plot(table, files["png"])
     return files

@@ -20,7 +20,7 @@ from compress.assets import cache_dir, sha256_file
 from compress.config import EvalConfig
 from compress.errors import UserError
 from compress.export import load_checkpoint, weight_files
-from compress.lm_tasks import PAPER_TASKS, check_tasks, offline_task_manager
+from compress.lm_tasks import PAPER_TASKS, check_tasks, hub_task_manager, offline_task_manager
 from compress.models import hub_reachable, load_model, resolve_model
 
 TASK_SOURCES = ("auto", "embedded", "hub")
@@ -152,15 +152,16 @@ def evaluate(
             log(f"{name}: loading {model}")
             loaded = load_for_eval(model, dtype)
         m, tok = loaded
-        params = sum(p.numel() for p in m.parameters())
-        zeros = sum(int((p == 0).sum()) for p in m.parameters())
-        files = _weights_on_disk(model)
-        meta = {"parameters": params, "sparsity": zeros / params, "size_bytes": sum(f.stat().st_size for f in files)}
-        _write(fp, "meta", meta)
+        if meta is None:
+            params = sum(p.numel() for p in m.parameters())
+            zeros = sum(int((p == 0).sum()) for p in m.parameters())
+            size = sum(f.stat().st_size for f in _weights_on_disk(model))
+            meta = {"parameters": params, "sparsity": zeros / params, "size_bytes": size}
+            _write(fp, "meta", meta)
         if todo_tasks:
             from eval.zeroshot import zero_shot
 
-            tm = offline_task_manager(todo_tasks) if task_source == "embedded" else None
+            tm = offline_task_manager(todo_tasks) if task_source == "embedded" else hub_task_manager()
             log(f"{name}: zero-shot {', '.join(todo_tasks)} (limit {limit or 'none'}) on {device}")
             scores = zero_shot(m, tok, todo_tasks, tm, device=device, limit=limit, batch_size=batch_size)
             for t in todo_tasks:

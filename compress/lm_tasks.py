@@ -12,6 +12,7 @@ schema (`answer: bool`) rather than lm-eval's super_glue schema (`label: int`), 
 from __future__ import annotations
 
 import difflib
+from functools import lru_cache
 from pathlib import Path
 
 from compress.errors import UserError
@@ -37,14 +38,17 @@ def process_docs(dataset):
 '''
 
 
+@lru_cache(maxsize=1)
+def hub_task_manager():
+    """lm-eval's own task index (built once: it scans every task YAML lm-eval ships)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager()
+
+
 def check_tasks(tasks: list[str], offline: bool) -> list[str]:
     """Unknown task names get the close matches in the message."""
-    if offline:
-        known = PAPER_TASKS
-    else:
-        from lm_eval.tasks import TaskManager
-
-        known = TaskManager().all_tasks
+    known = PAPER_TASKS if offline else hub_task_manager().all_tasks
     for t in tasks:
         if t not in known:
             close = difflib.get_close_matches(t, known, n=3, cutoff=0.5)
