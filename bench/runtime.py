@@ -156,6 +156,7 @@ def gemm_table(results: dict, bw: float, out: Path, shapes=SHAPES, ms=MS, sectio
                 f"ours {row['ours_us']:7.1f} | gpu dense {row['dense_gpu_us']:7.1f} "
                 f"stock {row.get('stock_gpu_us', nan):7.1f} ours {row['ours_gpu_us']:7.1f} ({row['ours_path']}) "
                 f"int4 {row.get('ours_int4_gpu_us', nan):7.1f} cuda {row.get('cuda_gpu_us', nan):7.1f} "
+                f"mma {row.get('mma_gpu_us', nan):7.1f} int4 mma {row.get('mma_int4_gpu_us', nan):7.1f} "
                 f"triton {row.get('triton_gpu_us', nan):7.1f} "
                 f"cslt {row.get('cusparselt_gpu_us', nan):7.1f} | bound24 {row['bound_us_24_bytes']:5.1f} us",
                 flush=True,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from compress.export import keep_mask_24
-from compress.runtime import format24
+from compress.runtime import format24, mma_layout
 from compress.runtime.linear import Sparse24Linear
 from compress.runtime.model import sparsify
 from prune.config import NM
@@ -123,6 +123,46 @@ def test_path_choice_follows_the_measured_table():
     assert sp.path(8) == "triton" and sp.path(32) == "cusparselt"
     sp.paths, sp.cuda_gemv = {}, True  # the CUDA GEMV built: it takes M <= 8 until a search says otherwise
     assert [sp.path(m) for m in (1, 8, 9, 65)] == ["cuda", "cuda", "cusparselt", "cusparselt"]
+    sp.mma_e = torch.zeros(1)  # the tensor-core kernel's copy made: it takes 9 <= M <= 64 by default
+    assert [sp.path(m) for m in (1, 8, 9, 64, 65)] == ["cuda", "cuda", "mma", "mma", "cusparselt"]
+    sp.paths = {1: "mma", 16: "cuda"}  # a measured choice the layer cannot run at that M is not taken
+    assert [sp.path(m) for m in (1, 9, 16)] == ["mma", "mma", "mma"]
+
+
+@pytest.mark.parametrize("n,k", [(16, 128), (37, 256), (1003, 640)])
+def test_mma_fragments_read_back_as_the_packed_weight(n, k):
+    """The tensor-core kernel's fragment-ordered copies (rows padded to 16) hold exactly the packed weight:
+    bf16 bit for bit, int4 as its fp32 dequantisation (q - 8) * scale; padding rows are zero."""
+    W, keep = _sparse(rows=n, cols=k, seed=k)
+    values, meta = format24.pack_24(W.to(torch.bfloat16), keep)
+    a, e = mma_layout.a_fragments(values), mma_layout.e_fragments(meta)
+    nt = -(-n // 16)
+    assert a.shape == (nt, k // 128, 4, 32, 4) and e.shape == (nt, k // 128, 16, 4)
+    assert torch.equal(mma_layout.dense_from_fragments(a, e, n), W.to(torch.bfloat16))
+    assert not mma_layout.dense_from_fragments(a, e, nt * 16)[n:].any()
+    q, s = format24.quantize_int4(values)
+    nib = ((q.to(torch.int64)[..., None] >> (4 * torch.arange(8))) & 15) - 8
+    kept = (nib.reshape(n, -1, 64).float() * s.float()[..., None]).reshape(n, -1)
+    got = mma_layout.dense_from_fragments(mma_layout.q_fragments(q), e, n, mma_layout.s_fragments(s))
+    assert torch.equal(got, format24.unpack_24(kept, meta))
+
+
+def test_mma_kernel_refuses_operands_it_cannot_read():
+    from compress.runtime import cuda_mma
+
+    W, keep = _sparse(rows=24, cols=256)
+    values, meta = format24.pack_24(W.to(torch.bfloat16), keep)
+    a, e, _ = cuda_mma.fragments(meta, values, None, None)
+    x = torch.randn(1, 256).to(torch.bfloat16)
+    cuda_mma.check(x, a, e, None, 24, False)  # fits
+    with pytest.raises(ValueError, match="M = 65 tokens"):
+        cuda_mma.check(x.expand(65, 256).contiguous(), a, e, None, 24, False)
+    with pytest.raises(ValueError, match="afrag must be contiguous"):
+        cuda_mma.check(x, a, e, None, 40, False)  # fragments of another row count
+    with pytest.raises(ValueError, match="sfrag must be"):
+        cuda_mma.check(x, mma_layout.q_fragments(format24.quantize_int4(values)[0]), e, None, 24, True)
+    with pytest.raises(ValueError, match="not divisible by 128"):
+        mma_layout.a_fragments(values[:, :96])
 
 
 def _triton_available():
@@ -230,6 +270,52 @@ def test_cuda_gemv_matches_the_reference_for_every_launch(n, k):
             assert (y4 - ref4).norm() / ref4.norm() < 5e-3, (m, launch, "int4")
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (and nvcc)")
+def test_mma_sp_probe():
+    """One `mma.sp.m16n8k32` on registers filled by mma_layout's fragment functions computes A @ B: the register
+    layout (A, B, D and the metadata) that the layout module documents is the hardware's."""
+    from compress.runtime import cuda_mma
+
+    W, keep = _sparse(rows=16, cols=128, seed=3)
+    values, meta = format24.pack_24(W.to(torch.bfloat16), keep)
+    lane = torch.arange(32)
+    g, t, r = lane[:, None] // 4, lane[:, None] % 4, torch.arange(4)[None, :]
+    a = mma_layout.a_fragments(values)[0, 0, 0]  # k-tile 0: (32 lanes, 4 regs)
+    e = mma_layout.e_fragments(meta)[0, 0, :, 0][2 * g[:, 0] + t[:, 0] % 2]  # lanes t = 2, 3: unused copies
+    B = torch.randn(32, 8, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)  # (k, token)
+    kk = 2 * t + 8 * r
+    b = torch.stack([B[kk, g.expand(32, 4)], B[kk + 1, g.expand(32, 4)]], -1).contiguous().view(torch.int32)[..., 0]
+    d = cuda_mma.probe(a.cuda(), b.cuda(), e.cuda()).cpu()
+    D = format24.unpack_24(values, meta)[:, :32].double() @ B.double()  # (16 rows, 8 tokens)
+    torch.testing.assert_close(d.double(), D[g + 8 * (r // 2), 2 * t + r % 2], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (and nvcc)")
+@pytest.mark.parametrize("n,k", [(37, 128), (1003, 640), (4096, 4096)])
+def test_mma_kernel_matches_the_reference(n, k):
+    """The tensor-core kernel for M = 1..64 (1, 2, 4 and 8 n-tiles, partly filled), every launch shape (warps,
+    row tiles per block), bf16 and int4, rows not a multiple of 16 or of the block's rows, K of 1 to 32 units."""
+    from compress.runtime import cuda_mma
+
+    W, keep = _sparse(rows=n, cols=k, seed=n)
+    values, meta = format24.pack_24(W.to(torch.bfloat16), keep)
+    q, s = format24.quantize_int4(values)
+    a, e, _ = cuda_mma.fragments(meta.cuda(), values.cuda(), None, None)
+    qa, _, sa = cuda_mma.fragments(meta.cuda(), None, q.cuda(), s.cuda())
+    Wd = format24.unpack_24(values, meta).double()
+    W4 = mma_layout.dense_from_fragments(qa.cpu(), e.cpu(), n, sa.cpu()).double()
+    for m in (1, 5, 8, 9, 16, 33, 64):
+        x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)).to(torch.bfloat16)
+        ref, ref4 = x.double() @ Wd.t(), x.double() @ W4.t()
+        for launch in cuda_mma.launches(m):
+            y = cuda_mma.mm(x.cuda(), a, e, None, n, False, launch).double().cpu()
+            assert (y - ref).norm() / ref.norm() < 5e-3, (m, launch)
+            y4 = cuda_mma.mm(x.cuda(), qa, e, sa, n, True, launch).double().cpu()
+            assert (y4 - ref4).norm() / ref4.norm() < 5e-3, (m, launch, "int4")
+
+
 def test_custom_op_fake_kernel_gives_the_output_shape():
     """llm_compress::sparse24_mm (what a CUDA Sparse24Linear calls under torch.compile) has a fake kernel giving
     the (M, N) output the compiler plans with, without running any kernel."""
@@ -278,7 +364,8 @@ def test_cuda_path_only_for_bf16_activations_and_m_up_to_8():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("int4", [False, True])
-def test_compiled_layer_computes_what_the_eager_layer_computes(int4):
+@pytest.mark.parametrize("path", ["cuda", "mma"])
+def test_compiled_layer_computes_what_the_eager_layer_computes(int4, path):
     """torch.compile(fullgraph=True) traces a CUDA Sparse24Linear into one custom-op call (no graph break) and
     gives the eager output (up to bf16 rounding of the fused bias add), for a decode (M = 1) and a prefill
     (M = 256) shape."""
@@ -289,6 +376,8 @@ def test_compiled_layer_computes_what_the_eager_layer_computes(int4):
     lin.weight.data = W
     sp = torch.nn.Sequential(Sparse24Linear.from_linear(lin, keep, int4=int4)).to("cuda", torch.bfloat16)
     prepare(sp)
+    sp[0].paths = {1: path}
+    assert sp[0].path(1) == path
     compiled = torch.compile(sp, fullgraph=True, dynamic=False)
     for m in (1, 256):
         x = torch.randn(m, 512, device="cuda", dtype=torch.bfloat16)

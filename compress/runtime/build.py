@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -32,3 +33,23 @@ def build_and_load(src: Path, cmd: list[str], what: str) -> ctypes.CDLL:
             raise RuntimeError(f"building {what} failed: {r.stderr.strip()[-600:]}")
         tmp.replace(out)
     return ctypes.CDLL(str(out))
+
+
+def nvcc() -> str:
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    if (cuda_home() / "bin" / "nvcc").exists():
+        return str(cuda_home() / "bin" / "nvcc")
+    raise RuntimeError("nvcc not found (put the CUDA toolkit's bin on PATH or set CUDA_HOME)")
+
+
+def build_cuda(src: Path, what: str) -> ctypes.CDLL:
+    """Build a .cu source with nvcc for the current GPU's architecture (once, cached) and load it."""
+    import torch
+
+    major, minor = torch.cuda.get_device_capability()
+    arch = f"{major}{minor}"
+    cmd = [nvcc(), "-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", "--use_fast_math"]
+    cmd += [f"-gencode=arch=compute_{arch},code=sm_{arch}", str(src)]
+    return build_and_load(src, cmd, what)

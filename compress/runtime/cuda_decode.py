@@ -8,13 +8,12 @@ block) is chosen per (N, K, format, M) by `tune` (a one-time timing over `LAUNCH
 from __future__ import annotations
 
 import ctypes
-import shutil
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
-from compress.runtime.build import build_and_load, cuda_home
+from compress.runtime.build import build_cuda
 
 SRC = Path(__file__).with_name("csrc") / "sparse24_gemv.cu"
 MAX_M = 8
@@ -24,23 +23,10 @@ DEFAULT_LAUNCH = (2, 4, 1)
 _launch: dict[tuple, tuple[int, int, int]] = {}  # (N, K, int4, M) -> launch, filled by tune()
 
 
-def _nvcc() -> str:
-    found = shutil.which("nvcc")
-    if found:
-        return found
-    if (cuda_home() / "bin" / "nvcc").exists():
-        return str(cuda_home() / "bin" / "nvcc")
-    raise RuntimeError("nvcc not found (put the CUDA toolkit's bin on PATH or set CUDA_HOME)")
-
-
 @lru_cache(maxsize=1)
 def load() -> ctypes.CDLL:
     """Build (once per source, toolkit and GPU architecture) and load the kernel library."""
-    major, minor = torch.cuda.get_device_capability()
-    arch = f"{major}{minor}"
-    cmd = [_nvcc(), "-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", "--use_fast_math"]
-    cmd += [f"-gencode=arch=compute_{arch},code=sm_{arch}", str(SRC)]
-    so = build_and_load(SRC, cmd, "the CUDA 2:4 decode kernel")
+    so = build_cuda(SRC, "the CUDA 2:4 decode kernel")
     ptr, i32 = ctypes.c_void_p, ctypes.c_int
     so.s24_gemv.argtypes = [ptr, ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32, i32, i32, ptr]
     so.s24_gemv.restype = i32

@@ -2,14 +2,16 @@
 positions), computing on it directly. Path by device, M (tokens in the call) and a per-shape table:
   CPU                        -> the pure-torch reference (format24): unpack, then a dense matmul;
   CUDA, M > decode_max_m     -> cuSPARSELt on the sparse tensor cores with cached plans (prefill);
-  CUDA, M <= decode_max_m    -> "cuda" (our CUDA GEMV reading the packed form, M <= 8), "triton" (our Triton
-                                kernels, any M) or "cusparselt" (M padded to 16), whichever `choose_paths`
-                                measured fastest for this (N, K, format, M) on this GPU (a one-time search, kept
-                                on each layer); before a search: cuda where it applies, else triton for int4
-                                and cuSPARSELt for bf16.
-`prepare_gpu()` makes the cuSPARSELt form on the GPU from the same (dequantised) weights and builds the CUDA
-kernel. Under torch.compile the layer calls one opaque custom op (`llm_compress::sparse24_mm`), so the
-compiler fuses the surrounding element-wise work and leaves the sparse matmul to our kernels.
+  CUDA, M <= decode_max_m    -> "cuda" (our CUDA-core GEMV reading the packed form, M <= 8), "mma" (our
+                                tensor-core `mma.sp` kernel on a fragment-ordered copy, M <= 64), "triton" (our
+                                Triton kernels, any M) or "cusparselt" (M padded to 16), whichever
+                                `choose_paths` measured fastest for this (N, K, format, M) on this GPU (a one-time
+                                search, kept on each layer); before a search: cuda, then mma, where they apply,
+                                else triton for int4 and cuSPARSELt for bf16.
+`prepare_gpu()` makes the cuSPARSELt form and the fragment-ordered copy on the GPU from the same (dequantised)
+weights and builds the CUDA kernels. Under torch.compile the layer calls one opaque custom op
+(`llm_compress::sparse24_mm`), so the compiler fuses the surrounding element-wise work and leaves the sparse
+matmul to our kernels.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from compress.runtime import format24
 
 DECODE_MAX_M = 64
 CUDA_MAX_M = 8  # the CUDA GEMV's largest M (compress/runtime/cuda_decode.py)
+MMA_MAX_M = 64  # the tensor-core kernel's largest M (compress/runtime/cuda_mma.py)
 
 
 def sparse24_mm(x2, w, scales, meta, cslt, n: int, int4: bool, path: str) -> torch.Tensor:
@@ -29,6 +32,10 @@ def sparse24_mm(x2, w, scales, meta, cslt, n: int, int4: bool, path: str) -> tor
         from compress.runtime import cuda_decode
 
         return cuda_decode.gemv(x2, w, scales, meta, int4)
+    if path == "mma":  # w, scales, meta = the fragment-ordered copies (afrag/qfrag, sfrag, efrag)
+        from compress.runtime import cuda_mma
+
+        return cuda_mma.mm(x2, w, meta, scales, n, int4)
     if path == "triton":
         from compress.runtime import triton_decode
 
@@ -81,8 +88,12 @@ class Sparse24Linear(nn.Module):
         self.register_buffer("scales", scales)
         self.register_buffer("bias", bias)
         self.register_buffer("cslt", None)  # cuSPARSELt's compressed form, made by prepare_gpu()
+        # the tensor-core kernel's fragment-ordered copy (mma_layout: afrag or qfrag, efrag, sfrag), ditto
+        self.register_buffer("mma_a", None)
+        self.register_buffer("mma_e", None)
+        self.register_buffer("mma_s", None)
         self.cuda_gemv = False  # the CUDA GEMV built and supports this shape (set by prepare_gpu())
-        self.paths: dict[int, str] = {}  # M -> "cuda" | "triton" | "cusparselt", measured by choose_paths
+        self.paths: dict[int, str] = {}  # M -> "cuda" | "mma" | "triton" | "cusparselt", set by choose_paths
 
     @property
     def int4(self) -> bool:
@@ -116,11 +127,22 @@ class Sparse24Linear(nn.Module):
 
     def prepare_gpu(self) -> None:
         """Build the cuSPARSELt form on this layer's GPU and the CUDA GEMV (call after `.to('cuda')`)."""
-        from compress.runtime import cuda_decode
+        from compress.runtime import cuda_decode, cuda_mma
         from compress.runtime.cusparselt import backend
 
         self.cslt = backend().compress(self.dense_weight())
-        self.cuda_gemv = self.value_dtype == torch.bfloat16 and self.in_features % 128 == 0 and cuda_decode.available()
+        bf16 = self.value_dtype == torch.bfloat16 and self.in_features % 128 == 0
+        self.cuda_gemv = bf16 and cuda_decode.available()
+        if bf16 and cuda_mma.available():
+            self.mma_a, self.mma_e, self.mma_s = cuda_mma.fragments(self.meta, self.values, self.qweight, self.scales)
+
+    def can(self, path: str, m: int, dtype: torch.dtype) -> bool:
+        """Whether `path` can run a CUDA call of m tokens of `dtype` on this layer."""
+        if path == "cuda":
+            return self.cuda_gemv and m <= CUDA_MAX_M and dtype == torch.bfloat16
+        if path == "mma":
+            return self.mma_e is not None and m <= MMA_MAX_M and dtype == torch.bfloat16
+        return path == "triton" or (path == "cusparselt" and self.cslt is not None)
 
     def shape_key(self) -> tuple:
         """(N, K, int4, dtype): layers with equal keys run the same kernels equally fast."""
@@ -132,14 +154,16 @@ class Sparse24Linear(nn.Module):
             return "triton" if self.cslt is None else "cusparselt"
         measured = [k for k in self.paths if k >= m]  # the nearest measured M at or above m
         chosen = self.paths[min(measured)] if measured else None
-        cuda_ok = self.cuda_gemv and m <= CUDA_MAX_M and dtype == torch.bfloat16
-        if chosen and (chosen != "cuda" or cuda_ok):
+        if chosen and self.can(chosen, m, dtype):
             return chosen
-        if cuda_ok:
-            return "cuda"
+        for p in ("cuda", "mma"):
+            if self.can(p, m, dtype):
+                return p
         return "triton" if self.cslt is None or self.int4 else "cusparselt"
 
     def _operands(self, x2: torch.Tensor, path: str) -> tuple:
+        if path == "mma":
+            return (x2, self.mma_a, self.mma_s, self.mma_e, None, self.out_features, self.int4, path)
         return (x2, self.packed, self.scales, self.meta, self.cslt, self.out_features, self.int4, path)
 
     def run_path(self, x2: torch.Tensor, path: str) -> torch.Tensor:
@@ -209,9 +233,10 @@ def graph_time_us(fn, calls: int = 10, replays: int = 5) -> float:
 def choose_paths(model: nn.Module, ms=(1, 2, 4, 8, 16, 32, 64), per_key: int = 8) -> dict[tuple, dict]:
     """Time every small-M path for every (N, K, format) of the model's CUDA Sparse24Linear layers and each M
     (over up to `per_key` distinct layers, so the weights do not sit in L2); every layer of that key records the
-    fastest in its `paths`. The CUDA GEMV's launch shape is tuned first (cuda_decode.tune).
-    Returns {(N, K, int4, dtype, M): {"us": {path: µs}, "chosen": path, "cuda_launch": {launch: µs}}}."""
-    from compress.runtime import cuda_decode
+    fastest in its `paths`. The CUDA GEMV's launch shape and the tensor-core kernel's block size are tuned first
+    (cuda_decode.tune, cuda_mma.tune).
+    Returns {(N, K, int4, dtype, M): {"us": {path: µs}, "chosen": path, "cuda_launch": .., "mma_launch": ..}}."""
+    from compress.runtime import cuda_decode, cuda_mma
 
     groups: dict[tuple, list[Sparse24Linear]] = {}
     for m in model.modules():
@@ -227,7 +252,15 @@ def choose_paths(model: nn.Module, ms=(1, 2, 4, 8, 16, 32, 64), per_key: int = 8
             x = torch.randn(m, key[1], device=mods[0].meta.device, dtype=dtype)
             entry = {}
             paths = ["triton", "cusparselt"]
-            if mods[0].cuda_gemv and m <= CUDA_MAX_M:
+            if mods[0].can("mma", m, dtype):
+                entry["mma_launch"] = cuda_mma.tune(
+                    (key[0], key[1], key[2], m),
+                    lambda lw, x=x, mods=mods: [
+                        cuda_mma.mm(x, mod.mma_a, mod.mma_e, mod.mma_s, mod.out_features, mod.int4, lw) for mod in mods
+                    ],
+                )
+                paths.insert(0, "mma")
+            if mods[0].can("cuda", m, dtype):
                 entry["cuda_launch"] = cuda_decode.tune(
                     (key[0], key[1], key[2], m),
                     lambda launch, x=x, mods=mods: [
