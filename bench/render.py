@@ -140,37 +140,65 @@ def _pruning(gpu: dict | None, cpu: dict | None) -> list[str]:
     return lines
 
 
+def _prefill_split(prof: dict) -> dict:
+    """Kernel time of one profiled prefill by kind (ms): GEMM, attention, element-wise (Inductor's Triton
+    kernels), other; plus the gap between the measured wall time and the kernels."""
+    split = {"GEMM": 0.0, "attention": 0.0, "element-wise": 0.0, "other": 0.0}
+    for name, v in prof["top"].items():
+        kind = (
+            "element-wise" if name.startswith("triton")
+            else "attention" if "sdpa" in name or "flash" in name
+            else "GEMM" if any(t in name for t in ("gemm", "nvjet", "cutlass", "xmma"))
+            else "other"
+        )  # fmt: skip
+        split[kind] += v["ms"]
+    split["other"] += prof["kernels_total_ms"] - sum(split.values())  # kernels outside the top list
+    return split
+
+
 def _runtime(d: dict) -> list[str]:
-    """Issue #5 section from bench/runtime.json (+ the same-call check in bench/logs/ when present)."""
+    """Issue #5 section from bench/runtime.json."""
     e2e, run = d["end_to_end"], d["run"]
     comp = e2e.get("compiled", {})
-    sp = d["speedups"]
     names = [("dense", "dense bf16"), ("stock_2of4", "stock torch 2:4"), ("ours_2of4", "ours 2:4 bf16"),
              ("ours_int4_2of4", "ours 2:4 int4")]  # fmt: skip
     f1 = lambda x: "—" if x is None else f"{x:.1f}"  # noqa: E731
+    marks: dict[str, str] = {}  # footnote text -> mark, for figures kept from earlier runs
+
+    def mark(sec: dict, key: str) -> str:
+        note = sec.get("earlier", {}).get(key)
+        if not note:
+            return ""
+        return marks.setdefault(note, "*" * (len(marks) + 1))
 
     def row(label: str, sec: dict, key: str, sub: str | None = None) -> str:
         vals = sec.get(key, {})
         vals = vals.get(sub, {}) if sub else vals
-        return f"| {label} | " + " | ".join(f1(vals.get(k)) for k, _ in names) + " |"
+        path = f"{key}/{sub}" if sub else key
+        cells = []
+        for k, _ in names:
+            v = vals.get(k)
+            ratio = f" ({v / vals['dense'] if key == 'decode_tok_s' else vals['dense'] / v:.2f}×)" if (
+                v and vals.get("dense") and k != "dense") else ""  # fmt: skip
+            cells.append(f1(v) + ratio + (mark(sec, f"{path}/{k}") if v is not None else ""))
+        return f"| {label} | " + " | ".join(cells) + " |"
 
     g = {(r["shape"], r["m"]): r for r in d["gemm"] if r.get("timed") is not False}
     layers = e2e["layers"]
+    shapes7 = [("4096x4096", 4), ("11008x4096", 2), ("4096x11008", 1)]  # one decoder layer's 7 GEMMs
 
-    def per_token(key: str, m: int = 1) -> float:  # one decoder layer's 7 GEMMs x layers, ms
-        shapes = [("4096x4096", 4), ("11008x4096", 2), ("4096x11008", 1)]
-        return layers * sum(n * g[(s, m)][key] for s, n in shapes) / 1000
+    def per_token(us: dict) -> float:  # {shape: µs} -> ms for the 224 GEMMs of a token
+        return layers * sum(n * us[s] for s, n in shapes7) / 1000
 
+    dates = d.get("section_dates", {})
     cmds = run.get("commands", [run["command"]])
     lines = [
         "## Runtime (issue #5): 2:4 on the H200",
         "",
-        f"{run['date']}, {run['machine']}, torch {d['torch']}, prefill backend `{d['prefill_backend']}` (our "
-        f"cached-plan cuSPARSELt shim); device-to-device copy {d['copy_bandwidth_tb_s']:.2f} TB/s. Commands, run "
-        "back to back on one machine (GPU calls are limited to 10 minutes, so the sections ran as separate "
-        "calls merged with `--update`; `make bench-runtime` runs them all in one): "
-        + "; ".join(f"`{c}`" for c in cmds)
-        + ".",
+        f"{run['machine']}, torch {d['torch']}, prefill backend `{d['prefill_backend']}` (our cached-plan "
+        f"cuSPARSELt shim); device-to-device copy {d['copy_bandwidth_tb_s']:.2f} TB/s; latest run {run['date']}. "
+        "Commands, run as separate calls merged with `--update` (GPU calls are limited to 10 minutes; "
+        "`make bench-runtime` runs everything in one): " + "; ".join(f"`{c}`" for c in cmds) + ".",
         "",
         f"Llama-2-7B-shaped model ({layers} layers, random weights, magnitude 2:4 masks on every decoder Linear), "
         "bf16. *Eager*: the model's forward as written (decode: one step replayed from a CUDA graph). *Compiled*: "
@@ -187,47 +215,97 @@ def _runtime(d: dict) -> list[str]:
         "",
         "| | " + " | ".join(label for _, label in names) + " |",
         "|---|" + "---:|" * len(names),
-        row("prefill 2048 tokens (ms), eager", e2e, "prefill_ms"),
         row("prefill 2048 tokens (ms), compiled", comp, "prefill_ms"),
-        row("decode tok/s, batch 1, eager", e2e, "decode_tok_s", "batch1"),
         row("decode tok/s, batch 1, compiled", comp, "decode_tok_s", "batch1"),
-        row("decode tok/s, batch 16, eager", e2e, "decode_tok_s", "batch16"),
         row("decode tok/s, batch 16, compiled", comp, "decode_tok_s", "batch16"),
+        row("prefill 2048 tokens (ms), eager", e2e, "prefill_ms"),
+        row("decode tok/s, batch 1, eager", e2e, "decode_tok_s", "batch1"),
+        row("decode tok/s, batch 16, eager", e2e, "decode_tok_s", "batch16"),
         "| weights + buffers (GiB) | "
         + " | ".join(f1(d["memory_gib"].get(k)) if k in d["memory_gib"] else "—" for k, _ in names)
         + " |",
         "",
     ]
-    c, e = sp["compiled"], sp["eager"]
+    lines += [f"{m} measured {note}." for note, m in marks.items()] + ([""] if marks else [])
+    pc, dc1, dc16 = comp["prefill_ms"], comp["decode_tok_s"]["batch1"], comp["decode_tok_s"]["batch16"]
     lines += [
-        "Against dense bf16 in the same mode — compiled (the fastest setting for both): **decode batch 1 "
-        f"{c['decode_batch1_ours_2of4']:.2f}×** bf16 (goal 1.5×: met) and **{c['decode_batch1_ours_int4_2of4']:.2f}×** "
-        f"int4 (goal 3×: not met), **prefill {c['prefill_ours_2of4']:.2f}×** (goal 1.3×: not met), decode batch "
-        f"16 {c['decode_batch16_ours_2of4']:.2f}×. Eager: decode batch 1 {e['decode_batch1_ours_2of4']:.2f}× bf16 "
-        f"and {e['decode_batch1_ours_int4_2of4']:.2f}× int4, prefill {e['prefill_ours_2of4']:.2f}×, batch 16 "
-        f"{e['decode_batch16_ours_2of4']:.2f}×; stock torch 2:4 (eager only, torch.compile cannot trace its "
-        f"sparse tensor): prefill {e['prefill_stock_2of4']:.2f}×, decode {e['decode_batch1_stock_2of4']:.2f}×.",
+        "Compiled (the fastest setting for dense and ours alike), against dense bf16 measured the same way: "
+        f"**decode batch 1 {dc1['ours_2of4'] / dc1['dense']:.2f}×** bf16 (goal 1.5×: met) and "
+        f"**{dc1['ours_int4_2of4'] / dc1['dense']:.2f}×** int4 (goal 3×: not met), **prefill "
+        f"{pc['dense'] / pc['ours_2of4']:.2f}×** (goal 1.3×: not met), **decode batch 16 "
+        f"{dc16['ours_2of4'] / dc16['dense']:.2f}×** bf16. Stock torch 2:4 (eager only: torch.compile cannot "
+        f"trace its sparse tensor) runs prefill at {e2e['prefill_ms']['dense'] / e2e['prefill_ms']['stock_2of4']:.2f}× "
+        f"and decode at {e2e['decode_tok_s']['batch1']['stock_2of4'] / e2e['decode_tok_s']['batch1']['dense']:.2f}× "
+        "dense.",
         "",
     ]
     lines += [f"Note: {n}" for n in d.get("notes", [])] + ([""] if d.get("notes") else [])
-    same = ROOT / "bench/logs/runtime_v6_samecall.json"
-    if same.exists():
-        sc = json.loads(same.read_text())["end_to_end"]["compiled"]
+
+    # decode GEMMs as the models' one-time path search timed them (current kernels)
+    paths = e2e.get("paths", {})
+    if paths:
         lines += [
-            "Repeatability: the dense model was measured in the first call and ours in the first and second; "
-            f"ours bf16 compiled decode gave {comp['decode_tok_s']['batch1']['ours_2of4']:.1f} tok/s in the "
-            "table's call and within 0.3% in the other (bench/logs/runtime_v6_e2e_partial.log); a third call "
-            f"measuring dense and ours together (`--modes compiled --variants dense,ours_2of4`, stopped by the "
-            f"10-minute limit during ours' decode) gave dense {sc['decode_tok_s']['batch1']['dense']:.1f} tok/s "
-            f"decode, {sc['decode_tok_s']['batch16']['dense']:.1f} at batch 16 and {sc['prefill_ms']['dense']:.1f} "
-            "ms prefill (bench/logs/runtime_v6_samecall.json; ours' prefill in that call is in "
-            "runtime_v6_samecall_check.log).",
+            "Decode GEMMs as each model's one-time path search timed them (GPU µs per call, CUDA-graph replay, "
+            "weights rotated over 8 layers so they come from HBM; *CUDA* = our CUDA-core GEMV, M ≤ 8; *mma* = our "
+            "tensor-core `mma.sp` kernel, M ≤ 64; bold = chosen; cuBLAS and byte bounds from the per-GEMM table "
+            f"below ({dates.get('gemm', 'earlier run')}):",
             "",
+            "| weights | N×K | M | CUDA | mma | Triton | cuSPARSELt | dense cuBLAS | byte bound |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
+        for name, label, bound in (("ours_2of4", "bf16 2:4", "bound_us_24_bytes"),
+                                   ("ours_int4_2of4", "int4 2:4", "bound_us_int4_bytes")):  # fmt: skip
+            for key, v in paths.get(name, {}).items():
+                shape, m = key.split(" M=")
+                cells = [
+                    ("**" + f1(v[p]) + "**" if v["chosen"] == p else f1(v[p])) if p in v else "—"
+                    for p in ("cuda", "mma", "triton", "cusparselt")
+                ]
+                gr = g.get((shape, int(m)), {})
+                lines.append(
+                    f"| {label} | {shape} | {m} | " + " | ".join(cells)
+                    + f" | {f1(gr.get('dense_gpu_us'))} | {f1(gr.get(bound))} |"
+                )  # fmt: skip
+        lines.append("")
+    prof = comp.get("prefill_profile", {})
+    if "dense" in prof and "ours_2of4" in prof:
+        split = {k: _prefill_split(prof[k]) for k in ("dense", "ours_2of4")}
+        lines += [
+            "Where a compiled 2048-token prefill's GPU time goes (torch.profiler, one prefill after a warm-up; "
+            "`--profile`; *gap* = the measured prefill minus the sum of its kernels: time the GPU waits for the "
+            "host):",
+            "",
+            "| ms | " + " | ".join(split["dense"]) + " | kernels | measured | gap |",
+            "|---|" + "---:|" * (len(split["dense"]) + 3),
+        ]
+        for k in ("dense", "ours_2of4"):
+            tot = prof[k]["kernels_total_ms"]
+            lines.append(
+                f"| {k} | " + " | ".join(f"{v:.1f}" for v in split[k].values())
+                + f" | {tot:.1f} | {pc[k]:.1f} | {pc[k] - tot:.1f} |"
+            )  # fmt: skip
+        lines.append("")
+    extra = [r for r in d.get("gemm_extra", []) if r.get("timed") is not False]
+    if extra:
+        lines += [
+            f"Fused projections ({dates.get('gemm_extra', '')}; `--shapes 12288x4096,22016x4096`: q/k/v as one "
+            "12288×4096 GEMM, gate/up as one 22016×4096), GPU µs:",
+            "",
+            "| N×K | M | dense | ours (path) | ours int4 | dense/ours |",
+            "|---|---:|---:|---|---:|---:|",
+        ]
+        for r in extra:
+            lines.append(
+                f"| {r['shape']} | {r['m']} | {f1(r['dense_gpu_us'])} | {f1(r['ours_gpu_us'])} ({r['ours_path']}) | "
+                f"{f1(r.get('ours_int4_gpu_us'))} | {r['dense_gpu_us'] / r['ours_gpu_us']:.2f}× |"
+            )
+        lines.append("")
     lines += [
-        "Per GEMM (µs; N×K = out×in features; *eager* = a plain PyTorch call, host work included; *GPU* = the same "
-        "calls replayed from a CUDA graph; weights rotated over copies larger than L2; bound = 2:4 bytes / copy "
-        "bandwidth; CUDA = our GEMV, M ≤ 8):",
+        f"Per GEMM ({dates.get('gemm', '')}, before the tensor-core kernel existed: its M ≤ 64 *ours* column is "
+        "superseded by the decode-GEMM table above; µs; N×K = out×in features; *eager* = a plain PyTorch call, "
+        "host work "
+        "included; *GPU* = the same calls replayed from a CUDA graph; weights rotated over copies larger than L2; "
+        "bound = 2:4 bytes / copy bandwidth; CUDA = our GEMV, M ≤ 8):",
         "",
         "| N×K | M | dense eager | stock eager | ours eager | dense GPU | stock GPU | ours GPU (path) | ours int4 GPU "
         "| CUDA GPU | Triton GPU | cuSPARSELt GPU | 2:4 byte bound | ours/dense GPU |",
@@ -244,68 +322,79 @@ def _runtime(d: dict) -> list[str]:
             f"{f1(r.get('cusparselt_gpu_us'))} | {f1(r['bound_us_24_bytes'])} | "
             f"{r['dense_gpu_us'] / r['ours_gpu_us']:.2f}× |"
         )
-    b1c = comp["decode_tok_s"]["batch1"]
-    dense_ms, ours_ms, int4_ms = (1000 / b1c[k] for k in ("dense", "ours_2of4", "ours_int4_2of4"))
-    other = dense_ms - per_token("dense_gpu_us")  # non-GEMM time per token, compiled
-    eager_other = 1000 / e2e["decode_tok_s"]["batch1"]["dense"] - per_token("dense_gpu_us")
-    pc = comp["prefill_ms"]
-    pre_other = pc["dense"] - per_token("dense_gpu_us", 2048)
+
+    def chosen(name: str, m: int) -> dict:  # {shape: µs of the chosen path}
+        return {k.split(" M=")[0]: v[v["chosen"]] for k, v in paths[name].items() if k.endswith(f" M={m}")}
+
+    dense1 = {s: g[(s, 1)]["dense_gpu_us"] for s, _ in shapes7}
+    dense_ms, ours_ms, int4_ms = (1000 / dc1[k] for k in ("dense", "ours_2of4", "ours_int4_2of4"))
+    other = dense_ms - per_token(dense1)  # non-GEMM time per token, compiled
+    g_bf16, g_int4 = per_token(chosen("ours_2of4", 1)), per_token(chosen("ours_int4_2of4", 1))
+    bound4 = per_token({s: g[(s, 1)]["bound_us_int4_bytes"] for s, _ in shapes7})
+    over4 = [chosen("ours_int4_2of4", 1)[s] - g[(s, 1)]["bound_us_int4_bytes"] for s, _ in shapes7]
     pre_ratio = [r["dense_gpu_us"] / r["ours_gpu_us"] for r in g.values() if r["m"] == 2048]
-    need = per_token("dense_gpu_us", 2048) / (pc["dense"] / 1.3 - pre_other)
-    x1 = g[("4096x4096", 1)]
-    m1 = [r for r in g.values() if r["m"] == 1]
-    gap_ours = [r["ours_gpu_us"] - r["bound_us_24_bytes"] for r in m1]
-    gap_dense = [r["dense_gpu_us"] - r["bound_us_dense_bytes"] for r in m1]
-    small = [r["cusparselt_gpu_us"] / r["dense_gpu_us"] for r in g.values() if r["m"] in (16, 64)]
+    over24 = [chosen("ours_2of4", 1)[s] - g[(s, 1)]["bound_us_24_bytes"] for s, _ in shapes7]
+    ex = {(r["shape"], r["m"]): r["ours_gpu_us"] for r in extra}
+    fused_save = [  # M = 1: one fused GEMM against its parts, same kernels
+        1 - ex[(f, 1)] / (n * g[(s, 1)]["ours_gpu_us"])
+        for f, s, n in (("12288x4096", "4096x4096", 3), ("22016x4096", "11008x4096", 2))
+        if (f, 1) in ex
+    ]
+    if prof.get("dense"):  # GEMM speedup 1.3x needs: dense GEMMs / (dense prefill / 1.3 - its non-GEMM time)
+        gd = _prefill_split(prof["dense"])["GEMM"]
+        need = gd / (pc["dense"] / 1.3 - (pc["dense"] - gd))
+    else:
+        gd = layers * sum(n * g[(s, 2048)]["dense_gpu_us"] for s, n in shapes7) / 1000
+        need = gd / (pc["dense"] / 1.3 - (pc["dense"] - gd))
     lines += [
         "",
         "What the figures say, and what would close the gaps:",
         "",
-        f"- **Decode, batch 1.** Our CUDA GEMV (`compress/runtime/csrc/sparse24_gemv.cu`) takes "
-        f"{x1['ours_gpu_us']:.1f} µs for 4096×4096 (cuBLAS {x1['dense_gpu_us']:.1f} µs, 2:4 byte bound "
-        f"{x1['bound_us_24_bytes']:.1f} µs) and {g[('11008x4096', 1)]['ours_gpu_us']:.1f} / "
-        f"{g[('4096x11008', 1)]['ours_gpu_us']:.1f} µs for the MLP shapes (cuBLAS "
-        f"{g[('11008x4096', 1)]['dense_gpu_us']:.1f} / {g[('4096x11008', 1)]['dense_gpu_us']:.1f}): each launch "
-        f"sits {min(gap_ours):.1f}–{max(gap_ours):.1f} µs above its byte bound, cuBLAS "
-        f"{min(gap_dense):.1f}–{max(gap_dense):.1f} µs above its own (launch, ramp-up and tail). Per token the 224 "
-        f"GEMMs take {per_token('dense_gpu_us'):.2f} ms dense and {per_token('ours_gpu_us'):.2f} ms ours (bf16) / "
-        f"{per_token('ours_int4_gpu_us'):.2f} ms (int4). Eager, the rest of a token (norms, rotary, attention, "
-        f"residuals, lm_head: {eager_other:.2f} ms of small kernels) is untouched, so the end-to-end gain is "
-        f"{e['decode_batch1_ours_2of4']:.2f}×; compiled, that rest shrinks to {other:.2f} ms (ours: "
-        f"{ours_ms - per_token('ours_gpu_us'):.2f} ms) and the gain becomes {c['decode_batch1_ours_2of4']:.2f}× "
-        f"(measured token {dense_ms:.2f} ms dense, {ours_ms:.2f} ms ours).",
-        f"- **int4, batch 1.** The int4 GEMV reads a third of the bf16 2:4 bytes but is only "
-        f"{x1['ours_gpu_us'] / x1['ours_int4_gpu_us']:.2f}× faster than it ({x1['ours_int4_gpu_us']:.1f} µs for "
-        f"4096×4096, int4 byte bound {x1['bound_us_int4_bytes']:.1f} µs): per kept value it spends integer "
-        "operations (nibble extraction by byte permute, position selection) that bound it, not bytes (by our count of "
-        "about 15 integer operations per group of 4 columns on a half-rate integer pipe; no profiler counters were "
-        "read). A 3× "
-        f"token would take {dense_ms / 3:.2f} ms; with the {other:.2f} ms of non-GEMM work the GEMMs would have to "
-        f"fit in {dense_ms / 3 - other:.2f} ms, while even at the int4 byte bound they take "
-        f"{per_token('bound_us_int4_bytes'):.2f} ms plus a few µs of launch and tail per GEMM ({int4_ms:.2f} ms "
-        "measured token). So 3× needs the int4 GEMMs near the byte bound — tensor-core `mma.sp` with int4 "
-        "dequantisation in registers (Sparse-Marlin's design, whose 2.37× anchor is against an eager bf16 "
-        "baseline) — *and* fewer launches per layer (q/k/v and gate/up as one GEMM each, a fused decoder step).",
-        f"- **Prefill.** cuSPARSELt (plans cached) runs the M = 2048 GEMMs {min(pre_ratio):.2f}–"
-        f"{max(pre_ratio):.2f}× faster than cuBLAS: {per_token('dense_gpu_us', 2048):.1f} ms dense vs "
-        f"{per_token('ours_gpu_us', 2048):.1f} ms ours per 2048-token prefill. Compiled, the non-GEMM part is "
-        f"{pre_other:.1f} ms (eager {e2e['prefill_ms']['dense'] - per_token('dense_gpu_us', 2048):.1f} ms), so "
-        f"1.3× needs the sparse GEMMs {need:.2f}× faster than cuBLAS (2:4's ceiling is 2×; cuSPARSELt 0.8 gives "
-        f"{min(pre_ratio):.2f}–{max(pre_ratio):.2f}× on these shapes). What would close it: a sparse GEMM closer "
-        "to the 2× ceiling (a tuned CUTLASS sm90 sparse kernel; cuSPARSELt's own search already picks its best "
-        "algorithm), or fp8 2:4 (`torch._cslt_sparse_mm` accepts fp8) with its own accuracy study.",
-        f"- **Decode, batch 16.** Compiled, {c['decode_batch16_ours_2of4']:.2f}× dense. Our CUDA GEMV is "
-        "compute-bound beyond M ≈ 4 (bench/logs/gemv_sweep.json: at M = 8 it is slower than cuBLAS), cuSPARSELt's "
-        f"small-M kernels are {min(small):.1f}–{max(small):.1f}× slower than cuBLAS at M = 16 and 64, and the "
-        "Triton tile kernel (2:4 tile expanded in registers before a dense `tl.dot`) is no better; the per-shape "
-        "search picks the fastest (`end_to_end.paths`). An `mma.sp` kernel for small M is the fix.",
-        "- **Memory.** Our bf16 model keeps the packed weights for the decode kernels *and* cuSPARSELt's "
-        "compressed copy for prefill (both 56% of dense), hence more memory than dense; the int4 model's "
-        "cuSPARSELt copy holds the dequantised values.",
+        f"- **Decode, batch 1, bf16: {dc1['ours_2of4'] / dc1['dense']:.2f}×.** Per token the 224 GEMMs take "
+        f"{per_token(dense1):.2f} ms dense (cuBLAS) and {g_bf16:.2f} ms ours (the CUDA GEMV, "
+        f"`csrc/sparse24_gemv.cu`, still a little faster than the tensor-core kernel at M = 1 for bf16); the rest "
+        f"of a compiled token (norms, rotary, attention, residuals, lm_head) is {other:.2f} ms for both "
+        f"(measured token {dense_ms:.2f} ms dense, {ours_ms:.2f} ms ours). Each of our launches sits "
+        f"{min(over24):.1f}–{max(over24):.1f} µs above its byte bound (launch, ramp-up, tail), about as far as "
+        "cuBLAS sits above its own.",
+        f"- **Decode, batch 1, int4: {dc1['ours_int4_2of4'] / dc1['dense']:.2f}×** (1.72× on 2026-11-28 with the "
+        "CUDA GEMV, whose integer work per kept value bounded it; bench/logs/runtime_v6_*). The tensor-core "
+        "kernel (`csrc/sparse24_mma.cu`) lets `mma.sp` pick each group's x values and multiply; the CUDA cores "
+        "only turn nibbles into bf16 (3 "
+        f"operations per 2 values). Its int4 GEMMs take {g_int4:.2f} ms per token, "
+        f"{min(over4):.1f}–{max(over4):.1f} µs above their byte bounds (all 224 at the bound: {bound4:.2f} ms). "
+        f"A 3× token is {dense_ms / 3:.2f} ms; with {other:.2f} ms of non-GEMM work the GEMMs would have to fit "
+        f"in {dense_ms / 3 - other:.2f} ms — under the byte bound plus 224 × ~3 µs of per-launch overhead. "
+        "Closing it needs fewer launches (q/k/v and gate/up as one GEMM each: 128 instead of 224; the fused "
+        f"shapes above save {min(fused_save or [0]):.0%}–{max(fused_save or [0]):.0%} at M = 1 with the CUDA GEMV) "
+        "*and* less non-GEMM time per token (a fused decoder step).",
+        f"- **Decode, batch 16: {dc16['ours_2of4'] / dc16['dense']:.2f}× bf16** (0.71× with the earlier paths): "
+        "at M = 16 the "
+        "tensor-core kernel reads each weight once for all 16 tokens and shares each x fragment across 4 row "
+        "tiles (`rows` in its launch search); the CUDA GEMV is compute-bound beyond M ≈ 4 and cuSPARSELt's "
+        "small-M kernels are slower than cuBLAS. int4 at batch 16 was not re-measured with the new kernel (its "
+        "GEMMs, table above, are as fast as bf16's).",
+        f"- **Prefill: {pc['dense'] / pc['ours_2of4']:.2f}×.** cuSPARSELt (plans cached) runs the M = 2048 GEMMs "
+        f"{min(pre_ratio):.2f}–{max(pre_ratio):.2f}× faster than cuBLAS, and fusing q/k/v or gate/up does not "
+        "raise that (fused table). The profile shows the rest: attention (cuDNN flash) and element-wise work are "
+        "the same for both, and the host-side gap is larger for dense. Without any gap the kernel sums give "
+        + (
+            f"{prof['dense']['kernels_total_ms'] / prof['ours_2of4']['kernels_total_ms']:.2f}×; "
+            if "dense" in prof and "ours_2of4" in prof
+            else ""
+        )
+        + f"1.3× needs sparse GEMMs {need:.2f}× faster than cuBLAS (measured non-GEMM time and gap kept), beyond "
+        "what cuSPARSELt 0.8 gives on these shapes (2:4's ceiling is 2×). What would close it: a tuned sm90 "
+        "sparse GEMM (CUTLASS `wgmma.sp` with TMA) or fp8 2:4 (`torch._cslt_sparse_mm` accepts fp8) with its "
+        "own accuracy study.",
+        "- **Memory.** The bf16 model holds three forms of the kept values, each 56% of dense: the packed layout "
+        "(read by the CUDA GEMV), the fragment-ordered copy (the tensor-core kernel) and cuSPARSELt's (prefill). "
+        "One decode layout for both kernels would bring it back to two; the int4 model's cuSPARSELt copy holds "
+        "the dequantised bf16 values.",
         "- Kernel versions and logs: bench/logs/ (v1: Triton tile expansion; v2: per-column expansion, 3–10× "
         "slower; v3: cuSPARSELt everywhere; v4/v5: Triton GEMV + path search; v6: the CUDA GEMV and compiled mode "
-        "— gemv_sweep_v1..v3.log trace the CUDA kernel: L1 x reads, then shared-memory x with a swizzle and a "
-        "persistent grid, then two-group selectors and int4 by byte permute).",
+        "— gemv_sweep_v1..v3.log trace the CUDA kernel; v7: prefill profile, fused shapes, the tensor-core kernel "
+        "— runtime_v7_gemm_mma_r1.log is its first version, one row tile per block, slow at M ≥ 16).",
         "",
     ]
     return lines

@@ -233,7 +233,12 @@ def decode_tok_s(model, batch: int, context: int = 128, steps: int = 64, graphs:
 
 
 def measure(model, name: str, into: dict, batches=(1, 16)) -> None:
-    """Prefill ms and decode tok/s at batch 1 and 16 of one model into `into` (a mode's section)."""
+    """Prefill ms and decode tok/s at `batches` of one model into `into` (a mode's section); clears the
+    section's `earlier` marks (figures kept by --update from an earlier kernel version) of what it re-measures."""
+    earlier = into.get("earlier", {})
+    earlier.pop(f"prefill_ms/{name}", None)
+    for b in batches:
+        earlier.pop(f"decode_tok_s/batch{b}/{name}", None)
     try:
         into.setdefault("prefill_ms", {})[name] = prefill_ms(model, 2048)
         print(f"  prefill {name}: {into['prefill_ms'][name]:.1f} ms", flush=True)
@@ -379,6 +384,7 @@ def main() -> None:
     if not args.skip_gemm:
         section = "gemm_extra" if args.shapes else "gemm"  # extra shapes never replace the main table
         results[section] = []
+        results.setdefault("section_dates", {})[section] = results["run"]["date"]
         try:
             shapes = [tuple(int(v) for v in sh.split("x")) for sh in args.shapes.split(",")] if args.shapes else SHAPES
             ms = [int(v) for v in args.ms.split(",")] if args.ms else MS
