@@ -163,6 +163,20 @@ def test_mma_kernel_refuses_operands_it_cannot_read():
         cuda_mma.check(x, mma_layout.q_fragments(format24.quantize_int4(values)[0]), e, None, 24, True)
     with pytest.raises(ValueError, match="not divisible by 128"):
         mma_layout.a_fragments(values[:, :96])
+    with pytest.raises(ValueError, match="reads bf16 kept values, got torch.float16"):
+        mma_layout.a_fragments(values.half())
+
+
+def test_mma_launch_for_an_untuned_m_comes_from_the_nearest_tuned_m_above(monkeypatch):
+    from compress.runtime import cuda_mma
+
+    monkeypatch.setattr(cuda_mma, "_launch", {(64, 256, False, 1): (4, 4), (64, 256, False, 16): (4, 4)})
+    assert cuda_mma.tuned_launch(64, 256, False, 1) == (4, 4)  # tuned
+    assert cuda_mma.tuned_launch(64, 256, False, 9) == (4, 4)  # from M = 16
+    assert cuda_mma.tuned_launch(64, 256, False, 17) == cuda_mma.default_launch(17)  # none tuned above
+    assert cuda_mma.tuned_launch(64, 256, True, 1) == cuda_mma.default_launch(1)  # other format
+    for m in range(1, 65):  # every default is a shape the kernel takes
+        assert cuda_mma.default_launch(m) in cuda_mma.launches(m)
 
 
 def _triton_available():

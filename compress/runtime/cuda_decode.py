@@ -35,7 +35,9 @@ def load() -> ctypes.CDLL:
     return so
 
 
+@lru_cache(maxsize=1)
 def available() -> bool:
+    """The kernel is built (once: a failed build is not retried per layer)."""
     try:
         load()
         return True

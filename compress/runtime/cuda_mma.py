@@ -32,6 +32,16 @@ def default_launch(m: int) -> tuple[int, int]:
     return 8, max(r for r in ROWS if r * -(-m // 8) <= 8 and r <= -(-m // 4))
 
 
+def tuned_launch(n: int, k: int, int4: bool, m: int) -> tuple[int, int]:
+    """The launch `tune` found for this shape at m tokens, else at the nearest tuned M above m (when valid for
+    m), else `default_launch(m)`."""
+    above = sorted(mm for (nn, kk, q, mm) in _launch if (nn, kk, q) == (n, k, int4) and mm >= m)
+    for mm in above:
+        if _launch[(n, k, int4, mm)] in launches(m):
+            return _launch[(n, k, int4, mm)]
+    return default_launch(m)
+
+
 @lru_cache(maxsize=1)
 def load() -> ctypes.CDLL:
     so = build_cuda(SRC, "the tensor-core 2:4 kernel")
@@ -45,7 +55,12 @@ def load() -> ctypes.CDLL:
     return so
 
 
+@lru_cache(maxsize=1)
 def available() -> bool:
+    """The kernel is built (once: a failed build is not retried per layer) for a GPU that has `mma.sp` with
+    ordered metadata (sm_80 or newer; nvcc of CUDA 12.5 or newer)."""
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 0):
+        return False
     try:
         load()
         return True
@@ -103,7 +118,7 @@ def mm(x: torch.Tensor, a: torch.Tensor, e: torch.Tensor, s: torch.Tensor | None
     if x.data_ptr() % 4:  # the kernel reads x in bf16 pairs
         x = x.clone()
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
-    warps, rows = launch or _launch.get((n, k, int4, m)) or default_launch(m)
+    warps, rows = launch or tuned_launch(n, k, int4, m)
     with torch.cuda.device(x.device):
         rc = load().s24_mma(
             x.data_ptr(), a.data_ptr(), e.data_ptr(), s.data_ptr() if s is not None else None, y.data_ptr(),

@@ -8,10 +8,10 @@ positions), computing on it directly. Path by device, M (tokens in the call) and
                                 `choose_paths` measured fastest for this (N, K, format, M) on this GPU (a one-time
                                 search, kept on each layer); before a search: cuda, then mma, where they apply,
                                 else triton for int4 and cuSPARSELt for bf16.
-`prepare_gpu()` makes the cuSPARSELt form and the fragment-ordered copy on the GPU from the same (dequantised)
-weights and builds the CUDA kernels. Under torch.compile the layer calls one opaque custom op
-(`llm_compress::sparse24_mm`), so the compiler fuses the surrounding element-wise work and leaves the sparse
-matmul to our kernels.
+`prepare_gpu()` makes the cuSPARSELt form (from the dequantised weight) and the fragment-ordered copy (from the
+packed values, or int4 nibbles and scales, as stored) on the GPU and builds the CUDA kernels. Under
+torch.compile the layer calls one opaque custom op (`llm_compress::sparse24_mm`), so the compiler fuses the
+surrounding element-wise work and leaves the sparse matmul to our kernels.
 """
 
 from __future__ import annotations
@@ -89,9 +89,9 @@ class Sparse24Linear(nn.Module):
         self.register_buffer("bias", bias)
         self.register_buffer("cslt", None)  # cuSPARSELt's compressed form, made by prepare_gpu()
         # the tensor-core kernel's fragment-ordered copy (mma_layout: afrag or qfrag, efrag, sfrag), ditto
-        self.register_buffer("mma_a", None)
-        self.register_buffer("mma_e", None)
-        self.register_buffer("mma_s", None)
+        self.register_buffer("mma_a", None, persistent=False)  # derived on load: not in the state dict
+        self.register_buffer("mma_e", None, persistent=False)
+        self.register_buffer("mma_s", None, persistent=False)
         self.cuda_gemv = False  # the CUDA GEMV built and supports this shape (set by prepare_gpu())
         self.paths: dict[int, str] = {}  # M -> "cuda" | "mma" | "triton" | "cusparselt", set by choose_paths
 
@@ -126,7 +126,8 @@ class Sparse24Linear(nn.Module):
         return format24.unpack_24(self.kept_values(), self.meta)
 
     def prepare_gpu(self) -> None:
-        """Build the cuSPARSELt form on this layer's GPU and the CUDA GEMV (call after `.to('cuda')`)."""
+        """Build the cuSPARSELt form and the tensor-core kernel's fragment-ordered copy on this layer's GPU, and
+        the CUDA kernels (call after `.to('cuda')`)."""
         from compress.runtime import cuda_decode, cuda_mma
         from compress.runtime.cusparselt import backend
 

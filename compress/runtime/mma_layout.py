@@ -33,11 +33,11 @@ UNIT = GROUP  # dense columns per kernel step: 4 k-tiles of 32, one int4 scale g
 PAD_META = 0x44444444  # every group: positions (0, 1) — a valid pattern for all-zero padding rows
 
 
-def _lane_index() -> tuple[torch.Tensor, torch.Tensor]:
+def _lane_index(device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(row, kept) of A element [lane, reg, half] inside a 16-row k-tile: (32, 4, 2) each."""
-    lane = torch.arange(32)[:, None, None]
-    reg = torch.arange(4)[None, :, None]
-    half = torch.arange(2)[None, None, :]
+    lane = torch.arange(32, device=device)[:, None, None]
+    reg = torch.arange(4, device=device)[None, :, None]
+    half = torch.arange(2, device=device)[None, None, :]
     g, t = lane // 4, lane % 4
     row = g + 8 * (reg % 2) + 0 * half
     kept = 2 * t + 8 * (reg // 2) + half
@@ -56,7 +56,7 @@ def _tiles(kept: torch.Tensor) -> torch.Tensor:
     n, half = kept.shape
     units = half * 2 // UNIT
     v = kept.reshape(n // TILE, TILE, units, 4, 16).permute(0, 2, 3, 1, 4)  # (Nt, U, kt, 16 rows, 16 kept)
-    row, col = _lane_index()
+    row, col = _lane_index(kept.device)
     return v[:, :, :, row, col]
 
 
@@ -67,6 +67,8 @@ def check_shape(n: int, k: int) -> None:
 
 def a_fragments(values: torch.Tensor) -> torch.Tensor:
     """bf16 kept values (N, K/2) -> afrag (Nt, U, 4, 32, 4) int32 (bf16 pairs, low half first)."""
+    if values.dtype != torch.bfloat16:
+        raise ValueError(f"the tensor-core kernel reads bf16 kept values, got {values.dtype}")
     check_shape(values.shape[0], values.shape[1] * 2)
     v = _tiles(_pad_rows(values, 0)).contiguous()  # (..., 4 regs, 2 halves) bf16
     return v.view(torch.int32).reshape(*v.shape[:-1])
@@ -105,7 +107,7 @@ def s_fragments(scales: torch.Tensor) -> torch.Tensor:
 def _untile(v: torch.Tensor) -> torch.Tensor:
     """(Nt, U, 4, 32, 4, 2) in fragment order -> (Nt * 16, K/2) per kept value (the inverse of `_tiles`)."""
     nt, units = v.shape[:2]
-    row, col = _lane_index()
+    row, col = _lane_index(v.device)
     tiles = v.new_zeros(nt, units, 4, TILE, 16)
     tiles[:, :, :, row, col] = v
     return tiles.permute(0, 3, 1, 2, 4).reshape(nt * TILE, units * 64)
@@ -116,20 +118,21 @@ def dense_from_fragments(a: torch.Tensor, e: torch.Tensor, n: int, s: torch.Tens
     afrag + efrag (bf16), or qfrag + efrag + sfrag (int4, dequantised in fp32). The inverse of the *_fragments
     functions; tests use it to check them against format24, and the GPU test checks the hardware agrees."""
     nt, units = a.shape[:2]
+    dev = a.device
     if s is None:
         kept = _untile(a.contiguous().view(torch.bfloat16).reshape(nt, units, 4, 32, 4, 2))
     else:
         w = a.to(torch.int64).transpose(2, 3)[..., None, None]  # (Nt, U, kt, lane, 1, 1)
-        shifts = 4 * torch.arange(4)[:, None] + 16 * torch.arange(2)
+        shifts = 4 * torch.arange(4, device=dev)[:, None] + 16 * torch.arange(2, device=dev)
         q = ((w >> shifts) & 15) - 8  # (Nt, U, kt, lane, reg, half)
-        g = torch.arange(32)[:, None] // 4
-        scale = s.float()[:, :, g, torch.arange(4) % 2]  # (Nt, U, lane, reg): scale of row g + 8 (reg % 2)
+        g = torch.arange(32, device=dev)[:, None] // 4
+        scale = s.float()[:, :, g, torch.arange(4, device=dev) % 2]  # (Nt, U, lane, reg): scale of row g + 8 (reg % 2)
         kept = _untile(q.float() * scale[:, :, None, :, :, None])
     e = e.to(torch.int64) & 0xFFFFFFFF  # (Nt, U, 16 = 2g + t, kt)
     e = e.reshape(nt, units, 8, 2, 4)
     lo = (e[:, :, :, 0] & 0xFFFF) | ((e[:, :, :, 1] & 0xFFFF) << 16)  # rows g
     hi = (e[:, :, :, 0] >> 16) | ((e[:, :, :, 1] >> 16) << 16)  # rows g + 8
     m = torch.cat([lo, hi], 2).permute(0, 2, 1, 3).reshape(nt * TILE, units * 4)
-    cols = torch.arange(kept.shape[1]) // 2 * 4 + unpack_meta(_to_int32(m))
-    W = torch.zeros(nt * TILE, units * UNIT, dtype=kept.dtype)
+    cols = torch.arange(kept.shape[1], device=dev) // 2 * 4 + unpack_meta(_to_int32(m))
+    W = torch.zeros(nt * TILE, units * UNIT, dtype=kept.dtype, device=dev)
     return W.scatter_(1, cols, kept)[:n]

@@ -39,7 +39,8 @@ def sparsify(model: nn.Module, names: set[str] | None = None, int4: bool = False
 
 
 def prepare(model: nn.Module) -> None:
-    """On CUDA: build every Sparse24Linear's cuSPARSELt form (prefill path) and the CUDA decode kernel."""
+    """On CUDA: build every Sparse24Linear's cuSPARSELt form (prefill path), its fragment-ordered copy (the
+    tensor-core decode kernel) and the CUDA decode kernels."""
     for m in model.modules():
         if isinstance(m, Sparse24Linear) and m.meta.is_cuda:
             m.prepare_gpu()

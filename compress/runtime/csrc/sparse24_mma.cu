@@ -5,8 +5,9 @@
 // the multiply-adds; the CUDA cores only move bytes (and, for int4, turn nibbles into bf16).
 //
 // Weights are read in the fragment order of compress/runtime/mma_layout.py (made once at load time), so a
-// lane's operands for 4 k-tiles (one 128-column unit) are 4 (bf16) or 1 (int4) 16-byte loads plus one 16-byte
-// metadata load, each warp-wide load 512 contiguous bytes:
+// lane's operands for 4 k-tiles (one 128-column unit) are 4 (bf16) or 1 (int4) 16-byte loads, each warp-wide
+// load 512 contiguous bytes, plus one 16-byte metadata load (256 contiguous bytes: lanes t = 2, 3 of a quad
+// read the same words as t = 0, 1):
 //   afrag (N/16, K/128, 4, 32, 4) bf16 pairs; qfrag (N/16, K/128, 32, 4) nibbles q+8; efrag (N/16, K/128, 16, 4)
 //   metadata words; sfrag (N/16, K/128, 8) pairs of bf16 scales of rows (g, g+8).
 // int4 -> bf16: (w >> 4r) & 0x000F000F | 0x43004300 is the bf16 pair 128 + n (exact), minus 136 gives n - 8;
