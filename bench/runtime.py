@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.render import llama2_7b_shaped, run_meta, save  # noqa: E402
 from compress.runtime.linear import Sparse24Linear, choose_paths, graph_time_us  # noqa: E402
 from compress.runtime.linear import event_time_us as bench_us  # noqa: E402
-from compress.runtime.model import compile_forward, prepare, sparsify  # noqa: E402
+from compress.runtime.model import compile_forward, prepare, release_unused, sparsify  # noqa: E402
 from prune.config import NM  # noqa: E402
 from prune.magnitude import magnitude_mask  # noqa: E402
 
@@ -283,6 +283,7 @@ def end_to_end(
         e2e.setdefault("paths", {})[name] = {
             f"{k[0]}x{k[1]} M={k[4]}": {"chosen": v["chosen"], **v["us"]} for k, v in rep.items()
         }
+        e2e.setdefault("released_gib", {})[name] = release_unused(ours) / 2**30  # forms no path reads
     print(f"paths: {json.dumps(e2e.get('paths'))}", flush=True)
     if "stock_2of4" in wanted:
         variants["stock_2of4"] = to_stock(copy.deepcopy(dense))

@@ -167,6 +167,40 @@ def test_mma_kernel_refuses_operands_it_cannot_read():
         mma_layout.a_fragments(values.half())
 
 
+def _prepared_on_cpu(int4: bool, paths: dict, cuda_gemv: bool = True) -> Sparse24Linear:
+    """A layer as prepare_gpu + choose_paths leave it, built on the CPU (fake cuSPARSELt form)."""
+    from compress.runtime import cuda_mma
+
+    lin = torch.nn.Linear(256, 40, bias=False)
+    W, keep = _sparse(rows=40, cols=256, seed=5)
+    lin.weight.data = W.to(torch.bfloat16)
+    sp = Sparse24Linear.from_linear(lin, keep, int4=int4)
+    sp.cslt, sp.cuda_gemv = torch.zeros(8, dtype=torch.uint8), cuda_gemv
+    sp.mma_a, sp.mma_e, sp.mma_s = cuda_mma.fragments(sp.meta, sp.values, sp.qweight, sp.scales)
+    sp.paths = paths
+    return sp
+
+
+def test_release_unused_frees_only_forms_no_call_can_reach():
+    from compress.runtime.model import release_unused
+
+    sp = _prepared_on_cpu(int4=True, paths={1: "mma", 16: "mma"})  # int4: the tensor-core kernel everywhere
+    W = sp.dense_weight()
+    packed = sum(t.numel() * t.element_size() for t in (sp.qweight, sp.scales, sp.meta))
+    assert release_unused(torch.nn.Sequential(sp)) == packed
+    assert sp.packed is None and sp.meta is None and sp.int4 and sp.value_dtype == torch.bfloat16
+    assert torch.equal(sp.dense_weight(), W)  # recovered from the fragment copy, bit for bit
+    assert {sp.path(m) for m in range(1, 65)} == {"mma"} and sp.path(65) == "cusparselt"
+    assert sp.path(1, torch.float16) == "cusparselt"  # outside the kernel's dtype: cuSPARSELt, not a freed form
+    sp = _prepared_on_cpu(int4=False, paths={1: "cuda", 16: "mma"})  # bf16: GEMV and tensor cores both in use
+    assert sp.release_unused() == 0 and sp.packed is not None and sp.mma_e is not None
+    sp = _prepared_on_cpu(int4=False, paths={64: "cusparselt"}, cuda_gemv=False)  # cuSPARSELt at every M
+    W = sp.dense_weight()
+    frag = sum(t.numel() * t.element_size() for t in (sp.mma_a, sp.mma_e))
+    assert sp.release_unused() == frag and sp.mma_e is None and torch.equal(sp.dense_weight(), W)
+    assert _prepared_on_cpu(int4=True, paths={}).release_unused() == 0  # before a search: keep everything
+
+
 def test_mma_launch_for_an_untuned_m_comes_from_the_nearest_tuned_m_above(monkeypatch):
     from compress.runtime import cuda_mma
 

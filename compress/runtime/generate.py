@@ -27,7 +27,7 @@ def generate(
     own loop (static KV cache, each step replayed from a CUDA graph on a GPU — what `make bench-runtime` times)
     instead of transformers' `generate`; `compile` (implies `fast`): torch.compile the forward first."""
     from compress.runtime.linear import Sparse24Linear, choose_paths
-    from compress.runtime.model import load_runtime_model
+    from compress.runtime.model import load_runtime_model, release_unused
 
     device = device or torch.device("cpu")
     if max_new_tokens < 1:
@@ -38,6 +38,7 @@ def generate(
         raise UserError(f"{folder} has no tokenizer files; export it with `python -m compress run`")
     if device.type == "cuda":
         choose_paths(model, ms=(1,))
+        release_unused(model)
     ids = tokenizer(prompt, return_tensors="pt").input_ids.to(device)
     t0 = time.perf_counter()
     if fast or compile:

@@ -82,6 +82,7 @@ class Sparse24Linear(nn.Module):
         if (values is None) == (qweight is None):
             raise ValueError("give either bf16 `values` or int4 `qweight` + `scales`")
         self.in_features, self.out_features, self.decode_max_m = in_features, out_features, decode_max_m
+        self._int4 = qweight is not None
         self.register_buffer("meta", meta)
         self.register_buffer("values", values)
         self.register_buffer("qweight", qweight)
@@ -97,16 +98,19 @@ class Sparse24Linear(nn.Module):
 
     @property
     def int4(self) -> bool:
-        return self.qweight is not None
+        return self._int4
 
     @property
-    def packed(self) -> torch.Tensor:
-        """The packed kept values the kernels read: int4 `qweight` or bf16 `values`."""
+    def packed(self) -> torch.Tensor | None:
+        """The packed kept values the CUDA GEMV and Triton read: int4 `qweight` or bf16 `values` (None once
+        `release_unused` freed them)."""
         return self.qweight if self.int4 else self.values
 
     @property
     def value_dtype(self) -> torch.dtype:
         """The dtype the layer computes in (of the values, or of the int4 scales)."""
+        if self.packed is None:
+            return self.mma_s.dtype if self.int4 else torch.bfloat16  # the fragment copy is bf16 by construction
         return self.scales.dtype if self.int4 else self.values.dtype
 
     @classmethod
@@ -122,7 +126,13 @@ class Sparse24Linear(nn.Module):
         return format24.dequantize_int4(self.qweight, self.scales) if self.int4 else self.values
 
     def dense_weight(self) -> torch.Tensor:
-        """The (dequantised) dense weight this layer computes with."""
+        """The (dequantised) dense weight this layer computes with (from the fragment copy once the packed form
+        is released: the same values)."""
+        if self.packed is None:
+            from compress.runtime.mma_layout import dense_from_fragments
+
+            W = dense_from_fragments(self.mma_a, self.mma_e, self.out_features, self.mma_s)
+            return W.to(self.value_dtype)
         return format24.unpack_24(self.kept_values(), self.meta)
 
     def prepare_gpu(self) -> None:
@@ -140,10 +150,33 @@ class Sparse24Linear(nn.Module):
     def can(self, path: str, m: int, dtype: torch.dtype) -> bool:
         """Whether `path` can run a CUDA call of m tokens of `dtype` on this layer."""
         if path == "cuda":
-            return self.cuda_gemv and m <= CUDA_MAX_M and dtype == torch.bfloat16
+            return self.cuda_gemv and self.packed is not None and m <= CUDA_MAX_M and dtype == torch.bfloat16
         if path == "mma":
             return self.mma_e is not None and m <= MMA_MAX_M and dtype == torch.bfloat16
-        return path == "triton" or (path == "cusparselt" and self.cslt is not None)
+        if path == "triton":
+            return self.packed is not None
+        return path == "cusparselt" and self.cslt is not None
+
+    def release_unused(self) -> int:
+        """Free the weight forms that no call can reach any more, given the measured `paths` (call after
+        `choose_paths`): the fragment copy when no M takes the tensor-core kernel, the packed form when every M
+        takes the tensor-core kernel or cuSPARSELt. Returns the bytes freed. The dense weight stays recoverable
+        from the form kept, and `path` never picks a freed form's kernel."""
+
+        def nbytes(*ts):
+            return sum(t.numel() * t.element_size() for t in ts if t is not None)
+
+        if not self.paths or self.cslt is None:
+            return 0  # before a search every kernel may still be picked
+        used = {self.path(m) for m in range(1, self.decode_max_m + 1)} | {self.path(self.decode_max_m + 1)}
+        freed = 0
+        if "mma" not in used and self.mma_e is not None and self.packed is not None:
+            freed += nbytes(self.mma_a, self.mma_e, self.mma_s)
+            self.mma_a = self.mma_e = self.mma_s = None
+        elif not used & {"cuda", "triton"} and self.mma_e is not None:
+            freed += nbytes(self.values, self.qweight, self.scales, self.meta)
+            self.values = self.qweight = self.scales = self.meta = None
+        return freed
 
     def shape_key(self) -> tuple:
         """(N, K, int4, dtype): layers with equal keys run the same kernels equally fast."""
@@ -152,15 +185,15 @@ class Sparse24Linear(nn.Module):
     def path(self, m: int, dtype: torch.dtype = torch.bfloat16) -> str:
         """Which kernel a CUDA call with m tokens of `dtype` takes."""
         if m > self.decode_max_m:
-            return "triton" if self.cslt is None else "cusparselt"
+            return "triton" if self.cslt is None else "cusparselt"  # (a released layer keeps cuSPARSELt's form)
         measured = [k for k in self.paths if k >= m]  # the nearest measured M at or above m
         chosen = self.paths[min(measured)] if measured else None
         if chosen and self.can(chosen, m, dtype):
             return chosen
-        for p in ("cuda", "mma"):
+        for p in ("cuda", "mma", *(("triton", "cusparselt") if self.int4 else ("cusparselt", "triton"))):
             if self.can(p, m, dtype):
                 return p
-        return "triton" if self.cslt is None or self.int4 else "cusparselt"
+        return "mma"  # only the fragment copy is left and m or dtype is outside it: the kernel's check says why
 
     def _operands(self, x2: torch.Tensor, path: str) -> tuple:
         if path == "mma":
@@ -252,7 +285,7 @@ def choose_paths(model: nn.Module, ms=(1, 2, 4, 8, 16, 32, 64), per_key: int = 8
                 continue
             x = torch.randn(m, key[1], device=mods[0].meta.device, dtype=dtype)
             entry = {}
-            paths = ["triton", "cusparselt"]
+            paths = [p for p in ("triton", "cusparselt") if mods[0].can(p, m, dtype)]
             if mods[0].can("mma", m, dtype):
                 entry["mma_launch"] = cuda_mma.tune(
                     (key[0], key[1], key[2], m),

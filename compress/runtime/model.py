@@ -46,6 +46,12 @@ def prepare(model: nn.Module) -> None:
             m.prepare_gpu()
 
 
+def release_unused(model: nn.Module) -> int:
+    """After `choose_paths`: free every Sparse24Linear's weight forms no call can reach (`release_unused` of
+    each layer); returns the bytes freed."""
+    return sum(m.release_unused() for m in model.modules() if isinstance(m, Sparse24Linear))
+
+
 def compile_forward(model: nn.Module) -> nn.Module:
     """torch.compile the model's forward (static shapes: one graph per batch and length, e.g. prefill, decode).
 
