@@ -398,7 +398,15 @@ def _runtime(d: dict) -> list[str]:
         "- **Memory.** The bf16 model holds three forms of the kept values, each 56% of dense: the packed layout "
         "(read by the CUDA GEMV), the fragment-ordered copy (the tensor-core kernel) and cuSPARSELt's (prefill). "
         "One decode layout for both kernels would bring it back to two; the int4 model's cuSPARSELt copy holds "
-        "the dequantised bf16 values.",
+        "the dequantised bf16 values. "
+        + (
+            "The bench now calls `release_unused` after the path search (an int4 model whose every M takes the "
+            "tensor-core kernel drops its packed nibbles, about 0.39 bytes per weight); the memory row predates it."
+            if "released_gib" not in e2e
+            else "Freed after the path search (`release_unused`, already out of the memory row): "
+            + ", ".join(f"{k} {v:.2f} GiB" for k, v in e2e["released_gib"].items())
+            + "."
+        ),
         "- Kernel versions and logs: bench/logs/ (v1: Triton tile expansion; v2: per-column expansion, 3–10× "
         "slower; v3: cuSPARSELt everywhere; v4/v5: Triton GEMV + path search; v6: the CUDA GEMV and compiled mode "
         "— gemv_sweep_v1..v3.log trace the CUDA kernel; v7: prefill profile, fused shapes, the tensor-core kernel "
