@@ -1,4 +1,5 @@
-"""Build a small native library once per source and toolchain, cache it, load it with ctypes.
+"""Build a small native library once per source and toolchain, cache it, load it with ctypes; and the operand
+checks shared by the kernels called through ctypes.
 
 Used by the cuSPARSELt shim (g++) and the decode kernels (nvcc): the output name carries a hash of the
 source and the build command, so an edited source or another toolchain builds anew; the build writes to a
@@ -53,3 +54,33 @@ def build_cuda(src: Path, what: str) -> ctypes.CDLL:
     cmd = [nvcc(), "-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", "--use_fast_math"]
     cmd += [f"-gencode=arch=compute_{arch},code=sm_{arch}", str(src)]
     return build_and_load(src, cmd, what)
+
+
+def loads(load) -> bool:
+    """Whether `load()` (a cached builder) gives a library: False on a failed build or a missing toolchain."""
+    try:
+        load()
+        return True
+    except (RuntimeError, OSError):
+        return False
+
+
+def operand_problems(x, m: int, max_m: int, k: int, k_step: int, want: dict) -> list[str]:
+    """What keeps the operands from a raw-pointer kernel: x (M, K) must be bf16 with 1 <= M <= max_m and K a
+    multiple of k_step; each `want[name] = (tensor, shape, dtype)` contiguous, 16-byte aligned, on x's device."""
+    import torch
+
+    problems = []
+    if x.dtype != torch.bfloat16:
+        problems.append(f"x is {x.dtype}, the kernel computes bf16")
+    if not 1 <= m <= max_m:
+        problems.append(f"M = {m} tokens, the kernel takes 1..{max_m}")
+    if k % k_step:
+        problems.append(f"in-features {k} not divisible by {k_step}")
+    for name, (t, shape, dtype) in want.items():
+        if t is None or tuple(t.shape) != shape or t.dtype != dtype or not t.is_contiguous():
+            got = None if t is None else (tuple(t.shape), t.dtype, "contiguous" if t.is_contiguous() else "strided")
+            problems.append(f"{name} must be contiguous {dtype} {shape}, got {got}")
+        elif t.device != x.device or t.data_ptr() % 16:
+            problems.append(f"{name} must be 16-byte aligned on {x.device}")
+    return problems

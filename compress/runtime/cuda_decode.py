@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from compress.runtime.build import build_cuda
+from compress.runtime.build import build_cuda, loads, operand_problems
 
 SRC = Path(__file__).with_name("csrc") / "sparse24_gemv.cu"
 MAX_M = 8
@@ -38,11 +38,7 @@ def load() -> ctypes.CDLL:
 @lru_cache(maxsize=1)
 def available() -> bool:
     """The kernel is built (once: a failed build is not retried per layer)."""
-    try:
-        load()
-        return True
-    except (RuntimeError, OSError):
-        return False
+    return loads(load)
 
 
 def check(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None, meta: torch.Tensor, int4: bool) -> None:
@@ -50,25 +46,13 @@ def check(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None, meta: t
     dtype or shape would compute garbage or read out of bounds)."""
     m, k = x.shape
     n = meta.shape[0]
-    problems = []
-    if x.dtype != torch.bfloat16:
-        problems.append(f"x is {x.dtype}, the kernel computes bf16")
-    if not 1 <= m <= MAX_M:
-        problems.append(f"M = {m} tokens, the kernel takes 1..{MAX_M}")
-    if k % (128 if int4 else 64):
-        problems.append(f"in-features {k} not divisible by {128 if int4 else 64}")
     want = {"meta": (meta, (n, k // 32), torch.int32)}
     if int4:
         want["qweight"] = (w, (n, k // 16), torch.int32)
         want["scales"] = (scales, (n, k // 128), torch.bfloat16)
     else:
         want["values"] = (w, (n, k // 2), torch.bfloat16)
-    for name, (t, shape, dtype) in want.items():
-        if t is None or tuple(t.shape) != shape or t.dtype != dtype or not t.is_contiguous():
-            got = None if t is None else (tuple(t.shape), t.dtype, "contiguous" if t.is_contiguous() else "strided")
-            problems.append(f"{name} must be contiguous {dtype} {shape}, got {got}")
-        elif t.device != x.device or t.data_ptr() % 16:
-            problems.append(f"{name} must be 16-byte aligned on {x.device}")
+    problems = operand_problems(x, m, MAX_M, k, 128 if int4 else 64, want)
     if problems:
         raise ValueError("CUDA 2:4 GEMV: " + "; ".join(problems))
 

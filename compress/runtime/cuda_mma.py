@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from compress.runtime import mma_layout
-from compress.runtime.build import build_cuda
+from compress.runtime.build import build_cuda, loads, operand_problems
 
 SRC = Path(__file__).with_name("csrc") / "sparse24_mma.cu"
 MAX_M = 64
@@ -61,11 +61,7 @@ def available() -> bool:
     ordered metadata (sm_80 or newer; nvcc of CUDA 12.5 or newer)."""
     if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 0):
         return False
-    try:
-        load()
-        return True
-    except (RuntimeError, OSError):
-        return False
+    return loads(load)
 
 
 def fragments(meta: torch.Tensor, values: torch.Tensor | None, qweight: torch.Tensor | None,
@@ -86,25 +82,13 @@ def check(x: torch.Tensor, a: torch.Tensor, e: torch.Tensor, s: torch.Tensor | N
     """ValueError naming the problem unless the operands fit the kernel (it reads raw pointers)."""
     m, k = x.shape
     nt, units = -(-n // mma_layout.TILE), k // mma_layout.UNIT
-    problems = []
-    if x.dtype != torch.bfloat16:
-        problems.append(f"x is {x.dtype}, the kernel computes bf16")
-    if not 1 <= m <= MAX_M:
-        problems.append(f"M = {m} tokens, the kernel takes 1..{MAX_M}")
-    if k % mma_layout.UNIT:
-        problems.append(f"in-features {k} not divisible by {mma_layout.UNIT}")
     want = {"efrag": (e, (nt, units, 16, 4), torch.int32)}
     if int4:
         want["qfrag"] = (a, (nt, units, 32, 4), torch.int32)
         want["sfrag"] = (s, (nt, units, 8, 2), torch.bfloat16)
     else:
         want["afrag"] = (a, (nt, units, 4, 32, 4), torch.int32)
-    for name, (t, shape, dtype) in want.items():
-        if t is None or tuple(t.shape) != shape or t.dtype != dtype or not t.is_contiguous():
-            got = None if t is None else (tuple(t.shape), t.dtype, "contiguous" if t.is_contiguous() else "strided")
-            problems.append(f"{name} must be contiguous {dtype} {shape}, got {got}")
-        elif t.device != x.device or t.data_ptr() % 16:
-            problems.append(f"{name} must be 16-byte aligned on {x.device}")
+    problems = operand_problems(x, m, MAX_M, k, mma_layout.UNIT, want)
     if problems:
         raise ValueError("tensor-core 2:4 kernel: " + "; ".join(problems))
 
