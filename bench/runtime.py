@@ -236,11 +236,9 @@ def measure(model, name: str, into: dict, batches=(1, 16)) -> None:
     """Prefill ms and decode tok/s at `batches` of one model into `into` (a mode's section); clears the
     section's `earlier` marks (figures kept by --update from an earlier kernel version) of what it re-measures."""
     earlier = into.get("earlier", {})
-    earlier.pop(f"prefill_ms/{name}", None)
-    for b in batches:
-        earlier.pop(f"decode_tok_s/batch{b}/{name}", None)
     try:
         into.setdefault("prefill_ms", {})[name] = prefill_ms(model, 2048)
+        earlier.pop(f"prefill_ms/{name}", None)
         print(f"  prefill {name}: {into['prefill_ms'][name]:.1f} ms", flush=True)
     except Exception as e:  # noqa: BLE001
         print(f"  prefill {name} failed: {e}", flush=True)
@@ -249,6 +247,7 @@ def measure(model, name: str, into: dict, batches=(1, 16)) -> None:
         try:
             tps, mode = decode_tok_s(model, batch)
             into.setdefault("decode_tok_s", {}).setdefault(f"batch{batch}", {})[name] = tps
+            earlier.pop(f"decode_tok_s/batch{batch}/{name}", None)
             into.setdefault("decode_mode", {})[f"{name}/batch{batch}"] = mode
             print(f"  decode {name} batch {batch}: {tps:.1f} tok/s ({mode})", flush=True)
         except Exception as e:  # noqa: BLE001

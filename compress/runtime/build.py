@@ -45,15 +45,19 @@ def nvcc() -> str:
     raise RuntimeError("nvcc not found (put the CUDA toolkit's bin on PATH or set CUDA_HOME)")
 
 
-def build_cuda(src: Path, what: str) -> ctypes.CDLL:
-    """Build a .cu source with nvcc for the current GPU's architecture (once, cached) and load it."""
+def build_cuda(src: Path, what: str, signatures: dict) -> ctypes.CDLL:
+    """Build a .cu source with nvcc for the current GPU's architecture (once, cached), load it and declare its
+    functions: signatures[name] = (argtypes, restype)."""
     import torch
 
     major, minor = torch.cuda.get_device_capability()
     arch = f"{major}{minor}"
     cmd = [nvcc(), "-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", "--use_fast_math"]
     cmd += [f"-gencode=arch=compute_{arch},code=sm_{arch}", str(src)]
-    return build_and_load(src, cmd, what)
+    so = build_and_load(src, cmd, what)
+    for name, (argtypes, restype) in signatures.items():
+        getattr(so, name).argtypes, getattr(so, name).restype = argtypes, restype
+    return so
 
 
 def loads(load) -> bool:

@@ -26,13 +26,11 @@ _launch: dict[tuple, tuple[int, int, int]] = {}  # (N, K, int4, M) -> launch, fi
 @lru_cache(maxsize=1)
 def load() -> ctypes.CDLL:
     """Build (once per source, toolkit and GPU architecture) and load the kernel library."""
-    so = build_cuda(SRC, "the CUDA 2:4 decode kernel")
     ptr, i32 = ctypes.c_void_p, ctypes.c_int
-    so.s24_gemv.argtypes = [ptr, ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32, i32, i32, ptr]
-    so.s24_gemv.restype = i32
-    so.s24_error_string.argtypes = [i32]
-    so.s24_error_string.restype = ctypes.c_char_p
-    return so
+    return build_cuda(SRC, "the CUDA 2:4 decode kernel", {
+        "s24_gemv": ([ptr] * 5 + [i32] * 7 + [ptr], i32),
+        "s24_error_string": ([i32], ctypes.c_char_p),
+    })  # fmt: skip
 
 
 @lru_cache(maxsize=1)
@@ -82,14 +80,7 @@ def gemv(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None, meta: to
 def tune(key: tuple, run) -> dict:
     """Time `run(launch)` for every launch shape (GPU time, CUDA-graph replay) and keep the fastest for `key`
     = (N, K, int4, M). Returns {"rows x warps": µs}."""
-    from compress.runtime.linear import graph_time_us
+    from compress.runtime.linear import fastest
 
-    times = {}
-    for lw in LAUNCHES:
-        try:
-            times[lw] = graph_time_us(lambda lw=lw: run(lw))
-        except RuntimeError:  # a launch shape this device cannot run (e.g. too many registers); skip it
-            torch.cuda.synchronize()
-    if times:
-        _launch[key] = min(times, key=times.get)
+    _launch[key], times = fastest(LAUNCHES, run)
     return {"x".join(map(str, lw)): t for lw, t in times.items()}

@@ -44,15 +44,12 @@ def tuned_launch(n: int, k: int, int4: bool, m: int) -> tuple[int, int]:
 
 @lru_cache(maxsize=1)
 def load() -> ctypes.CDLL:
-    so = build_cuda(SRC, "the tensor-core 2:4 kernel")
     ptr, i32 = ctypes.c_void_p, ctypes.c_int
-    so.s24_mma.argtypes = [ptr, ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32, i32, ptr]
-    so.s24_mma.restype = i32
-    so.s24_mma_probe.argtypes = [ptr, ptr, ptr, ptr, ptr]
-    so.s24_mma_probe.restype = i32
-    so.s24_mma_error_string.argtypes = [i32]
-    so.s24_mma_error_string.restype = ctypes.c_char_p
-    return so
+    return build_cuda(SRC, "the tensor-core 2:4 kernel", {
+        "s24_mma": ([ptr] * 5 + [i32] * 6 + [ptr], i32),
+        "s24_mma_probe": ([ptr] * 5, i32),
+        "s24_mma_error_string": ([i32], ctypes.c_char_p),
+    })  # fmt: skip
 
 
 @lru_cache(maxsize=1)
@@ -115,10 +112,9 @@ def mm(x: torch.Tensor, a: torch.Tensor, e: torch.Tensor, s: torch.Tensor | None
 def tune(key: tuple, run) -> dict:
     """Time `run(launch)` for each launch shape (GPU time, CUDA-graph replay); keep the fastest for `key`
     = (N, K, int4, M). Returns {"warps x rows": µs}."""
-    from compress.runtime.linear import graph_time_us
+    from compress.runtime.linear import fastest
 
-    times = {lw: graph_time_us(lambda lw=lw: run(lw)) for lw in launches(key[3])}
-    _launch[key] = min(times, key=times.get)
+    _launch[key], times = fastest(launches(key[3]), run)
     return {"x".join(map(str, lw)): t for lw, t in times.items()}
 
 

@@ -26,16 +26,17 @@ CUDA_MAX_M = 8  # the CUDA GEMV's largest M (compress/runtime/cuda_decode.py)
 MMA_MAX_M = 64  # the tensor-core kernel's largest M (compress/runtime/cuda_mma.py)
 
 
-def sparse24_mm(x2, w, scales, meta, cslt, n: int, int4: bool, path: str) -> torch.Tensor:
-    """x2 (M, K) contiguous CUDA @ W^T -> (M, N) through one named path; w = values (bf16) or qweight (int4)."""
+def sparse24_mm(x2, w, scales, meta, cslt, n: int, int4: bool, path: str, launch=None) -> torch.Tensor:
+    """x2 (M, K) contiguous CUDA @ W^T -> (M, N) through one named path; w = values (bf16) or qweight (int4).
+    `launch`: the CUDA kernels' launch shape (default: the tuned one)."""
     if path == "cuda":
         from compress.runtime import cuda_decode
 
-        return cuda_decode.gemv(x2, w, scales, meta, int4)
+        return cuda_decode.gemv(x2, w, scales, meta, int4, launch)
     if path == "mma":  # w, scales, meta = the fragment-ordered copies (afrag/qfrag, sfrag, efrag)
         from compress.runtime import cuda_mma
 
-        return cuda_mma.mm(x2, w, meta, scales, n, int4)
+        return cuda_mma.mm(x2, w, meta, scales, n, int4, launch)
     if path == "triton":
         from compress.runtime import triton_decode
 
@@ -142,9 +143,9 @@ class Sparse24Linear(nn.Module):
         from compress.runtime.cusparselt import backend
 
         self.cslt = backend().compress(self.dense_weight())
-        bf16 = self.value_dtype == torch.bfloat16 and self.in_features % 128 == 0
-        self.cuda_gemv = bf16 and cuda_decode.available()
-        if bf16 and cuda_mma.available():
+        readable = self.value_dtype == torch.bfloat16 and self.in_features % 128 == 0  # by both CUDA kernels
+        self.cuda_gemv = readable and cuda_decode.available()
+        if readable and cuda_mma.available():
             self.mma_a, self.mma_e, self.mma_s = cuda_mma.fragments(self.meta, self.values, self.qweight, self.scales)
 
     def can(self, path: str, m: int, dtype: torch.dtype) -> bool:
@@ -190,19 +191,17 @@ class Sparse24Linear(nn.Module):
         chosen = self.paths[min(measured)] if measured else None
         if chosen and self.can(chosen, m, dtype):
             return chosen
-        for p in ("cuda", "mma", *(("triton", "cusparselt") if self.int4 else ("cusparselt", "triton"))):
-            if self.can(p, m, dtype):
-                return p
-        return "mma"  # only the fragment copy is left and m or dtype is outside it: the kernel's check says why
+        order = ("cuda", "mma", *(("triton", "cusparselt") if self.int4 else ("cusparselt", "triton")))
+        return next(p for p in order if self.can(p, m, dtype))  # triton or cusparselt always can
 
     def _operands(self, x2: torch.Tensor, path: str) -> tuple:
         if path == "mma":
             return (x2, self.mma_a, self.mma_s, self.mma_e, None, self.out_features, self.int4, path)
         return (x2, self.packed, self.scales, self.meta, self.cslt, self.out_features, self.int4, path)
 
-    def run_path(self, x2: torch.Tensor, path: str) -> torch.Tensor:
-        """x2 (M, K) contiguous CUDA -> (M, N) through one named path (no bias)."""
-        return sparse24_mm(*self._operands(x2, path))
+    def run_path(self, x2: torch.Tensor, path: str, launch=None) -> torch.Tensor:
+        """x2 (M, K) contiguous CUDA -> (M, N) through one named path (no bias); `launch` for the CUDA kernels."""
+        return sparse24_mm(*self._operands(x2, path), launch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
@@ -263,6 +262,20 @@ def graph_time_us(fn, calls: int = 10, replays: int = 5) -> float:
     return event_time_us(run, reps=replays, warmup=0) / calls
 
 
+def fastest(candidates, run) -> tuple:
+    """(the fastest candidate, {candidate: GPU µs of run(candidate)}) by `graph_time_us`; a candidate this
+    device cannot run (RuntimeError, e.g. a launch shape needing too many registers) is skipped."""
+    times = {}
+    for c in candidates:
+        try:
+            times[c] = graph_time_us(lambda c=c: run(c))
+        except RuntimeError:
+            torch.cuda.synchronize()
+    if not times:
+        raise RuntimeError(f"none of {list(candidates)} ran on this device")
+    return min(times, key=times.get), times
+
+
 @torch.inference_mode()
 def choose_paths(model: nn.Module, ms=(1, 2, 4, 8, 16, 32, 64), per_key: int = 8) -> dict[tuple, dict]:
     """Time every small-M path for every (N, K, format) of the model's CUDA Sparse24Linear layers and each M
@@ -285,28 +298,15 @@ def choose_paths(model: nn.Module, ms=(1, 2, 4, 8, 16, 32, 64), per_key: int = 8
                 continue
             x = torch.randn(m, key[1], device=mods[0].meta.device, dtype=dtype)
             entry = {}
-            paths = [p for p in ("triton", "cusparselt") if mods[0].can(p, m, dtype)]
-            if mods[0].can("mma", m, dtype):
-                entry["mma_launch"] = cuda_mma.tune(
-                    (key[0], key[1], key[2], m),
-                    lambda lw, x=x, mods=mods: [
-                        cuda_mma.mm(x, mod.mma_a, mod.mma_e, mod.mma_s, mod.out_features, mod.int4, lw) for mod in mods
-                    ],
-                )
-                paths.insert(0, "mma")
-            if mods[0].can("cuda", m, dtype):
-                entry["cuda_launch"] = cuda_decode.tune(
-                    (key[0], key[1], key[2], m),
-                    lambda launch, x=x, mods=mods: [
-                        cuda_decode.gemv(x, mod.packed, mod.scales, mod.meta, mod.int4, launch) for mod in mods
-                    ],
-                )
-                paths.insert(0, "cuda")
-            times = {
-                p: graph_time_us(lambda p=p, x=x, mods=mods: [mod.run_path(x, p) for mod in mods]) / len(mods)
-                for p in paths
-            }
-            best = min(times, key=times.get)
+            paths = [p for p in ("cuda", "mma", "triton", "cusparselt") if mods[0].can(p, m, dtype)]
+            for p, kernel in (("cuda", cuda_decode), ("mma", cuda_mma)):  # their launch shapes first
+                if p in paths:
+                    entry[f"{p}_launch"] = kernel.tune(
+                        (key[0], key[1], key[2], m),
+                        lambda lw, p=p, x=x, mods=mods: [mod.run_path(x, p, lw) for mod in mods],
+                    )
+            best, times = fastest(paths, lambda p, x=x, mods=mods: [mod.run_path(x, p) for mod in mods])
+            times = {p: t / len(mods) for p, t in times.items()}
             for layer in layers:
                 layer.paths[m] = best
             report[(*key, m)] = {"us": times, "chosen": best, **entry}

@@ -60,7 +60,7 @@ def _tiles(kept: torch.Tensor) -> torch.Tensor:
     return v[:, :, :, row, col]
 
 
-def check_shape(n: int, k: int) -> None:
+def check_shape(k: int) -> None:
     if k % UNIT:
         raise ValueError(f"in-features {k} not divisible by {UNIT} (the tensor-core kernel's step)")
 
@@ -69,7 +69,7 @@ def a_fragments(values: torch.Tensor) -> torch.Tensor:
     """bf16 kept values (N, K/2) -> afrag (Nt, U, 4, 32, 4) int32 (bf16 pairs, low half first)."""
     if values.dtype != torch.bfloat16:
         raise ValueError(f"the tensor-core kernel reads bf16 kept values, got {values.dtype}")
-    check_shape(values.shape[0], values.shape[1] * 2)
+    check_shape(values.shape[1] * 2)
     v = _tiles(_pad_rows(values, 0)).contiguous()  # (..., 4 regs, 2 halves) bf16
     return v.view(torch.int32).reshape(*v.shape[:-1])
 
@@ -77,7 +77,7 @@ def a_fragments(values: torch.Tensor) -> torch.Tensor:
 def q_fragments(qweight: torch.Tensor) -> torch.Tensor:
     """int4 qweight (N, K/16) (format24 nibbles) -> qfrag (Nt, U, 32, 4) int32."""
     n, words = qweight.shape
-    check_shape(n, words * 16)
+    check_shape(words * 16)
     nib = (qweight.to(torch.int64)[..., None] >> (4 * torch.arange(8, device=qweight.device))) & 15
     f = _tiles(_pad_rows(nib.reshape(n, words * 8), 8))  # (Nt, U, kt, lane, reg, half); 8 = value 0
     shifts = 4 * torch.arange(4, device=f.device)[:, None] + 16 * torch.arange(2, device=f.device)
@@ -87,8 +87,8 @@ def q_fragments(qweight: torch.Tensor) -> torch.Tensor:
 
 def e_fragments(meta: torch.Tensor) -> torch.Tensor:
     """meta (N, K/32) int32 (format24) -> efrag (Nt, U, 16, 4) int32 (see the module docstring)."""
-    n, words = meta.shape
-    check_shape(n, words * 32)
+    words = meta.shape[1]
+    check_shape(words * 32)
     m = _pad_rows(meta, PAD_META).to(torch.int64) & 0xFFFFFFFF
     m = m.reshape(-1, TILE, words // 4, 4).permute(0, 2, 1, 3)  # (Nt, U, 16 rows, kt)
     lo, hi = m[:, :, :8], m[:, :, 8:]  # rows g and g + 8

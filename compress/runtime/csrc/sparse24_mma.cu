@@ -56,13 +56,7 @@ __global__ void __launch_bounds__(WARPS * 32) mma24_kernel(const uint32_t* __res
   int tile[R];             // this block's R row tiles (clamped: the loads stay in bounds, the stores are guarded)
 #pragma unroll
   for (int q = 0; q < R; ++q) tile[q] = min(blockIdx.x * R + q, tiles - 1);
-  float acc[R][NT][4];
-#pragma unroll
-  for (int q = 0; q < R; ++q)
-#pragma unroll
-    for (int i = 0; i < NT; ++i)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) acc[q][i][r] = 0.f;
+  float acc[R][NT][4] = {};
 
   for (int u0 = warp; u0 < units; u0 += WARPS * UN) {
     uint4 av[UN][R][INT4 ? 1 : 4], ev[UN][R];
@@ -89,13 +83,7 @@ __global__ void __launch_bounds__(WARPS * 32) mma24_kernel(const uint32_t* __res
     for (int j = 0; j < UN; ++j) {
       const int u = u0 + j * WARPS;
       if (u >= units) break;
-      float grp[R][NT][4];
-#pragma unroll
-      for (int q = 0; q < R; ++q)
-#pragma unroll
-        for (int i = 0; i < NT; ++i)
-#pragma unroll
-          for (int r = 0; r < 4; ++r) grp[q][i][r] = 0.f;
+      float grp[R][NT][4] = {};  // the unit's int4 partial sums, before its group scale
 #pragma unroll
       for (int kt = 0; kt < 4; ++kt) {
         const int c = u * 64 + kt * 16 + t;  // pair index of column 2t of this k-tile
