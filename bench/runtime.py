@@ -205,13 +205,43 @@ def prefill_profile(model, tokens: int = 2048, top: int = 25) -> dict:
         model(ids, use_cache=False)
         torch.cuda.synchronize()
     wall = (time.perf_counter() - t0) * 1000
+    return {"wall_ms": wall, **kernel_times(prof, top)}
+
+
+def kernel_times(prof, top: int, per: int = 1) -> dict:
+    """CUDA kernels of a torch.profiler run grouped by name, ms per `per` (e.g. per decode step): the `top`
+    largest and the total of all."""
     kernels = {}
     for ev in prof.key_averages():
         us = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
         if us and ev.count:
-            kernels[ev.key[:120]] = {"ms": us / 1000, "calls": ev.count}
+            kernels[ev.key[:120]] = {"ms": us / 1000 / per, "calls": ev.count / per}
     ranked = sorted(kernels.items(), key=lambda kv: -kv[1]["ms"])
-    return {"wall_ms": wall, "kernels_total_ms": sum(v["ms"] for v in kernels.values()), "top": dict(ranked[:top])}
+    return {"kernels_total_ms": sum(v["ms"] for v in kernels.values()), "top": dict(ranked[:top])}
+
+
+@torch.inference_mode()
+def decode_profile(model, batch: int = 1, context: int = 128, steps: int = 16, top: int = 25) -> dict:
+    """Where one graph-replayed decode step's GPU time goes: torch.profiler over `steps` steps of the
+    StaticDecoder (after a warm-up), kernels grouped by name, ms per step; `step_ms` is the measured wall time per
+    step around the profiled steps (profiler on)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from compress.runtime.decoder import StaticDecoder
+
+    dec = StaticDecoder(model, context + steps + 8, graphs=True, log=lambda m: print(m, flush=True))
+    ids = torch.randint(0, 32000, (batch, context), device="cuda", generator=torch.Generator("cuda").manual_seed(2))
+    dec.start(ids)
+    for _ in range(3):
+        dec.next()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            dec.next()
+        torch.cuda.synchronize()
+        wall = (time.perf_counter() - t0) * 1000 / steps
+    return {"step_ms": wall, "batch": batch, "mode": dec.mode, **kernel_times(prof, top, per=steps)}
 
 
 def decode_tok_s(model, batch: int, context: int = 128, steps: int = 64, graphs: bool = True) -> tuple[float, str]:
@@ -321,7 +351,13 @@ def end_to_end(
                 total = prof["kernels_total_ms"]
                 print(f"  prefill profile {name}: wall {prof['wall_ms']:.1f} ms, kernels {total:.1f} ms", flush=True)
                 for kname, v in list(prof["top"].items())[:12]:
-                    print(f"    {v['ms']:7.2f} ms {v['calls']:5d}x {kname}", flush=True)
+                    print(f"    {v['ms']:7.2f} ms {v['calls']:5.0f}x {kname}", flush=True)
+                prof = decode_profile(model)
+                comp.setdefault("decode_profile", {})[name] = prof
+                total = prof["kernels_total_ms"]
+                print(f"  decode profile {name}: {prof['step_ms']:.3f} ms/step, kernels {total:.3f} ms", flush=True)
+                for kname, v in list(prof["top"].items())[:15]:
+                    print(f"    {v['ms'] * 1000:7.1f} us {v['calls']:5.0f}x {kname}", flush=True)
             out.write_text(json.dumps(results, indent=2) + "\n")
 
 
@@ -361,7 +397,7 @@ def main() -> None:
     p.add_argument("--shapes", default="", help="GEMM table shapes NxK,... (default: the 7B layer shapes); e.g. "
                    "12288x4096,22016x4096 for fused q/k/v and gate/up")  # fmt: skip
     p.add_argument("--ms", default="", help="GEMM table token counts M,... (default 1,16,64,512,2048,8192)")
-    p.add_argument("--profile", action="store_true", help="profile one compiled prefill per model (kernel times)")
+    p.add_argument("--profile", action="store_true", help="profile a compiled prefill and 16 decode steps per model")
     p.add_argument("--modes", default="eager,compiled", help="end-to-end modes: eager, compiled or both")
     p.add_argument("--variants", default="", help="end-to-end models to measure (default all): dense,ours_2of4,...")
     p.add_argument("--batches", default="1,16", help="end-to-end decode batch sizes")

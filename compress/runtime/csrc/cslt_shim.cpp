@@ -52,9 +52,16 @@ int describe_a(cusparseLtMatDescriptor_t* a, long n, long k, int code) {
   return 0;
 }
 
-int init_plan(Plan* p, int alg) {
+// The split-K attributes the search may choose (cuSPARSELt's defaults otherwise); torch's
+// _cslt_sparse_mm takes them as arguments too (aten/src/ATen/native/sparse/cuda/cuSPARSELtOps.cpp).
+const cusparseLtMatmulAlgAttribute_t kSplitAttrs[] = {CUSPARSELT_MATMUL_SPLIT_K, CUSPARSELT_MATMUL_SPLIT_K_MODE,
+                                                      CUSPARSELT_MATMUL_SPLIT_K_BUFFERS};
+
+int init_plan(Plan* p, int alg, const int* split = nullptr) {
   CHECK(cusparseLtMatmulAlgSelectionInit(&g_handle, &p->sel, &p->mm, CUSPARSELT_MATMUL_ALG_DEFAULT));
   CHECK(cusparseLtMatmulAlgSetAttribute(&g_handle, &p->sel, CUSPARSELT_MATMUL_ALG_CONFIG_ID, &alg, sizeof(alg)));
+  for (int i = 0; split && i < 3; ++i)
+    CHECK(cusparseLtMatmulAlgSetAttribute(&g_handle, &p->sel, kSplitAttrs[i], &split[i], sizeof(int)));
   CHECK(cusparseLtMatmulPlanInit(&g_handle, &p->plan, &p->mm, &p->sel));
   CHECK(cusparseLtMatmulGetWorkspace(&g_handle, &p->plan, &p->workspace));
   p->alg = alg;
@@ -120,7 +127,8 @@ int cslt_plan(long n, long k, long m, int code, void** plan_out, size_t* workspa
   return 0;
 }
 
-// Time the plan's algorithms on these operands (cusparseLtMatmulSearch) and keep the fastest.
+// Time the plan's algorithms on these operands (cusparseLtMatmulSearch) and keep the fastest, with the split-K
+// settings the search chose.
 int cslt_search(void* plan, const void* a, const void* b, void* d, void* workspace, void* stream, size_t* ws_out,
                 int* alg_out) {
   std::lock_guard<std::mutex> lock(g_mutex);
@@ -130,9 +138,12 @@ int cslt_search(void* plan, const void* a, const void* b, void* d, void* workspa
   CHECK(cusparseLtMatmulSearch(&g_handle, &p->plan, &alpha, a, b, &beta, d, d, workspace, &s, 1));
   int alg = 0;
   CHECK(cusparseLtMatmulAlgGetAttribute(&g_handle, &p->sel, CUSPARSELT_MATMUL_ALG_CONFIG_ID, &alg, sizeof(alg)));
+  int split[3];
+  for (int i = 0; i < 3; ++i)
+    CHECK(cusparseLtMatmulAlgGetAttribute(&g_handle, &p->sel, kSplitAttrs[i], &split[i], sizeof(int)));
   CHECK(cusparseLtMatmulPlanDestroy(&p->plan));
   CHECK(cusparseLtMatmulAlgSelectionDestroy(&p->sel));
-  int rc = init_plan(p, alg);
+  int rc = init_plan(p, alg, split);
   if (rc) return rc;
   *ws_out = p->workspace;
   *alg_out = p->alg;
