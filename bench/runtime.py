@@ -192,6 +192,26 @@ def prefill_ms(model, tokens: int) -> float:
 
 
 @torch.inference_mode()
+def prefill_graph_ms(model, tokens: int) -> float:
+    """A `tokens` prefill replayed from a CUDA graph (captured after two warm-up calls on a side stream, as
+    torch.compile's reduce-overhead mode does): the forward's GPU time without the host's launch work."""
+    ids = torch.randint(0, 32000, (1, tokens), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            model(ids, use_cache=False)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        model(ids, use_cache=False)
+    ms = bench_us(graph.replay, reps=5) / 1000
+    del graph
+    torch.cuda.empty_cache()
+    return ms
+
+
+@torch.inference_mode()
 def prefill_profile(model, tokens: int = 2048, top: int = 25) -> dict:
     """Where a prefill's GPU time goes: torch.profiler over one prefill (after a warm-up), CUDA kernels grouped
     by name, the `top` largest by total time (ms), plus the total of all kernels and the wall time."""
@@ -262,9 +282,10 @@ def decode_tok_s(model, batch: int, context: int = 128, steps: int = 64, graphs:
     return batch * (steps - 8) / (time.perf_counter() - t0), dec.mode
 
 
-def measure(model, name: str, into: dict, batches=(1, 16)) -> None:
-    """Prefill ms and decode tok/s at `batches` of one model into `into` (a mode's section); clears the
-    section's `earlier` marks (figures kept by --update from an earlier kernel version) of what it re-measures."""
+def measure(model, name: str, into: dict, batches=(1, 16), prefill_graph: bool = False) -> None:
+    """Prefill ms (also replayed from a CUDA graph when `prefill_graph`) and decode tok/s at `batches` of one
+    model into `into` (a mode's section); clears the section's `earlier` marks (figures kept by --update from an
+    earlier kernel version) of what it re-measures."""
     earlier = into.get("earlier", {})
     try:
         into.setdefault("prefill_ms", {})[name] = prefill_ms(model, 2048)
@@ -273,6 +294,13 @@ def measure(model, name: str, into: dict, batches=(1, 16)) -> None:
     except Exception as e:  # noqa: BLE001
         print(f"  prefill {name} failed: {e}", flush=True)
         traceback.print_exc()
+    if prefill_graph:
+        try:
+            into.setdefault("prefill_graph_ms", {})[name] = prefill_graph_ms(model, 2048)
+            print(f"  prefill {name}, CUDA graph: {into['prefill_graph_ms'][name]:.1f} ms", flush=True)
+        except Exception as e:  # noqa: BLE001
+            print(f"  prefill {name}, CUDA graph, failed: {str(e)[:300]}", flush=True)
+            traceback.print_exc()
     for batch in batches:
         try:
             tps, mode = decode_tok_s(model, batch)
@@ -293,6 +321,7 @@ def end_to_end(
     only: set[str] | None = None,
     profile_prefill=False,
     batches=(1, 16),
+    prefill_graph=False,
 ) -> None:
     """Each model runs eagerly first (forward as written, decode step replayed from a CUDA graph), then with
     `compile_forward` (torch.compile of the whole forward, same for dense and ours) in mode `compiled`."""
@@ -333,7 +362,7 @@ def end_to_end(
             continue
         if "eager" in modes:
             print(f"{name}, eager:", flush=True)
-            measure(model, name, e2e, batches)  # eager figures stay at the top level of end_to_end
+            measure(model, name, e2e, batches, prefill_graph)  # eager figures stay at the top level of end_to_end
             out.write_text(json.dumps(results, indent=2) + "\n")
         if "compiled" in modes and name != "stock_2of4":  # torch.compile cannot trace the stock sparse tensor
             print(f"{name}, compiled:", flush=True)
@@ -343,7 +372,7 @@ def end_to_end(
                 err = rel_err(model(ids).logits, ref) if name != "ours_int4_2of4" else None
             comp = e2e.setdefault("compiled", {})
             comp.setdefault("logits_rel_err", {})[name] = err
-            measure(model, name, comp, batches)
+            measure(model, name, comp, batches, prefill_graph)
             comp.setdefault("compile_and_measure_s", {})[name] = time.perf_counter() - t0
             if profile_prefill:
                 prof = prefill_profile(model)
@@ -400,7 +429,8 @@ def main() -> None:
     p.add_argument("--profile", action="store_true", help="profile a compiled prefill and 16 decode steps per model")
     p.add_argument("--modes", default="eager,compiled", help="end-to-end modes: eager, compiled or both")
     p.add_argument("--variants", default="", help="end-to-end models to measure (default all): dense,ours_2of4,...")
-    p.add_argument("--batches", default="1,16", help="end-to-end decode batch sizes")
+    p.add_argument("--batches", default="1,16", help="end-to-end decode batch sizes ('' for none)")
+    p.add_argument("--prefill-graph", action="store_true", help="also time the prefill replayed from a CUDA graph")
     p.add_argument("--update", action="store_true", help="keep the sections of an existing --json not re-run")
     p.add_argument("--json", type=Path, default=Path("bench/runtime.json"))
     args = p.parse_args()
@@ -430,8 +460,10 @@ def main() -> None:
     if not args.skip_e2e:
         try:
             only = set(args.variants.split(",")) if args.variants else None
-            batches = tuple(int(b) for b in args.batches.split(","))
-            end_to_end(results, args.layers, args.modes.split(","), args.json, only, args.profile, batches)
+            batches = tuple(int(b) for b in args.batches.split(",") if b)
+            end_to_end(
+                results, args.layers, args.modes.split(","), args.json, only, args.profile, batches, args.prefill_graph
+            )
         except Exception:  # noqa: BLE001
             traceback.print_exc()
     summarise(results)
