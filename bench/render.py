@@ -159,6 +159,18 @@ def _kernel_split(prof: dict) -> dict:
     return split
 
 
+def _split_table(intro: str, unit: str, profs: dict, fmt: str, extra: dict) -> list[str]:
+    """One row per profiled model: its kernel time by kind (`_kernel_split`), the kernel total, then
+    `extra[label](name, profile)` columns."""
+    kinds = list(_kernel_split(next(iter(profs.values()))))
+    lines = [intro, "", f"| {unit} | " + " | ".join([*kinds, "kernels", *extra]) + " |"]
+    lines.append("|---|" + "---:|" * (len(kinds) + 1 + len(extra)))
+    for k, p in profs.items():
+        cells = [fmt.format(v) for v in _kernel_split(p).values()] + [fmt.format(p["kernels_total_ms"])]
+        lines.append(f"| {k} | " + " | ".join(cells + [f(k, p) for f in extra.values()]) + " |")
+    return [*lines, ""]
+
+
 def _cslt_layouts() -> list[str]:
     """The cuSPARSELt operand-layout / split-K experiment (bench/cslt_layouts.py), if it was run."""
     path = ROOT / "bench" / "logs" / "cslt_layouts.json"
@@ -304,41 +316,24 @@ def _runtime(d: dict) -> list[str]:
     prof = comp.get("prefill_profile", {})
     pg = comp.get("prefill_graph_ms", {})
     if "dense" in prof and "ours_2of4" in prof:
-        split = {k: _kernel_split(prof[k]) for k in ("dense", "ours_2of4")}
-        lines += [
+        lines += _split_table(
             "Where a compiled 2048-token prefill's GPU time goes (torch.profiler, one prefill after a warm-up; "
             "`--profile`). *measured*: the prefill as in the table above; *graph*: the same prefill replayed from "
             "a CUDA graph (`--prefill-graph`, no host launch work); *unattributed* = measured − kernels:",
-            "",
-            "| ms | " + " | ".join(split["dense"]) + " | kernels | measured | graph | unattributed |",
-            "|---|" + "---:|" * (len(split["dense"]) + 4),
-        ]
-        for k in ("dense", "ours_2of4"):
-            tot = prof[k]["kernels_total_ms"]
-            lines.append(
-                f"| {k} | " + " | ".join(f"{v:.1f}" for v in split[k].values())
-                + f" | {tot:.1f} | {pc[k]:.1f} | {f1(pg.get(k))} | {pc[k] - tot:.1f} |"
-            )  # fmt: skip
-        lines.append("")
+            "ms", {k: prof[k] for k in ("dense", "ours_2of4")}, "{:.1f}",
+            {"measured": lambda k, p: f"{pc[k]:.1f}", "graph": lambda k, p: f1(pg.get(k)),
+             "unattributed": lambda k, p: f"{pc[k] - p['kernels_total_ms']:.1f}"},
+        )  # fmt: skip
     dprof = comp.get("decode_profile", {})
-    dnames = [k for k, _ in names if k in dprof]
-    if "dense" in dprof and len(dnames) > 1:
-        dsplit = {k: _kernel_split(dprof[k]) for k in dnames}
-        lines += [
+    if "dense" in dprof and len(dprof) > 1:
+        lines += _split_table(
             "Where one decode step's GPU time goes (batch 1, compiled, replayed from a CUDA graph; torch.profiler "
             "over 16 steps, ms per step; *step* = wall time per step with the profiler on; *between kernels* = step "
             "− kernels, the graph's launch gaps):",
-            "",
-            "| ms per token | " + " | ".join(dsplit["dense"]) + " | kernels | step | between kernels |",
-            "|---|" + "---:|" * (len(dsplit["dense"]) + 3),
-        ]
-        for k in dnames:
-            tot, step = dprof[k]["kernels_total_ms"], dprof[k]["step_ms"]
-            lines.append(
-                f"| {k} | " + " | ".join(f"{v:.3f}" for v in dsplit[k].values())
-                + f" | {tot:.3f} | {step:.3f} | {step - tot:.3f} |"
-            )  # fmt: skip
-        lines.append("")
+            "ms per token", {k: dprof[k] for k, _ in names if k in dprof}, "{:.3f}",
+            {"step": lambda k, p: f"{p['step_ms']:.3f}",
+             "between kernels": lambda k, p: f"{p['step_ms'] - p['kernels_total_ms']:.3f}"},
+        )  # fmt: skip
     extra = [r for r in d.get("gemm_extra", []) if r.get("timed") is not False]
     if extra:
         lines += [

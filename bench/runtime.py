@@ -375,18 +375,15 @@ def end_to_end(
             measure(model, name, comp, batches, prefill_graph)
             comp.setdefault("compile_and_measure_s", {})[name] = time.perf_counter() - t0
             if profile_prefill:
-                prof = prefill_profile(model)
-                comp.setdefault("prefill_profile", {})[name] = prof
-                total = prof["kernels_total_ms"]
-                print(f"  prefill profile {name}: wall {prof['wall_ms']:.1f} ms, kernels {total:.1f} ms", flush=True)
-                for kname, v in list(prof["top"].items())[:12]:
-                    print(f"    {v['ms']:7.2f} ms {v['calls']:5.0f}x {kname}", flush=True)
-                prof = decode_profile(model)
-                comp.setdefault("decode_profile", {})[name] = prof
-                total = prof["kernels_total_ms"]
-                print(f"  decode profile {name}: {prof['step_ms']:.3f} ms/step, kernels {total:.3f} ms", flush=True)
-                for kname, v in list(prof["top"].items())[:15]:
-                    print(f"    {v['ms'] * 1000:7.1f} us {v['calls']:5.0f}x {kname}", flush=True)
+                for kind, run, unit, scale in (
+                    ("prefill", prefill_profile, "ms", 1),
+                    ("decode", decode_profile, "us", 1e3),
+                ):
+                    prof = comp.setdefault(f"{kind}_profile", {})[name] = run(model)
+                    walls = ", ".join(f"{k} {prof[k]:.3f}" for k in ("wall_ms", "step_ms") if k in prof)
+                    print(f"  {kind} profile {name}: {walls}, kernels {prof['kernels_total_ms']:.3f} ms", flush=True)
+                    for kname, v in list(prof["top"].items())[:12]:
+                        print(f"    {v['ms'] * scale:8.2f} {unit} {v['calls']:5.0f}x {kname}", flush=True)
             out.write_text(json.dumps(results, indent=2) + "\n")
 
 
