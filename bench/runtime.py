@@ -319,7 +319,7 @@ def end_to_end(
     modes: list[str],
     out: Path,
     only: set[str] | None = None,
-    profile_prefill=False,
+    profile=False,
     batches=(1, 16),
     prefill_graph=False,
 ) -> None:
@@ -374,7 +374,7 @@ def end_to_end(
             comp.setdefault("logits_rel_err", {})[name] = err
             measure(model, name, comp, batches, prefill_graph)
             comp.setdefault("compile_and_measure_s", {})[name] = time.perf_counter() - t0
-            if profile_prefill:
+            if profile:
                 for kind, run, unit, scale in (
                     ("prefill", prefill_profile, "ms", 1),
                     ("decode", decode_profile, "us", 1e3),
