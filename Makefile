@@ -58,9 +58,12 @@ bench: setup
 	$(PY) bench/pruning.py $(if $(HAS_GPU),--batch-size 8 --llama-layers 4,--part smollm2 --nsamples 32 --seqlen 1024 --eval-max-windows 16 --cells 60,70 --json bench/pruning_cpu.json)
 	$(if $(HAS_GPU),$(MAKE) bench-runtime,@echo "bench-runtime skipped: needs a CUDA GPU")
 
-# The 2:4 runtime (issue #5): per-GEMM table and Llama-2-7B-shaped prefill/decode, GPU only -> bench/runtime.json
+# The 2:4 runtime (issue #5), GPU only: per-GEMM table, Llama-2-7B-shaped prefill/decode with kernel profiles,
+# fused-projection shapes -> bench/runtime.json; cuSPARSELt layout experiment -> bench/logs/cslt_layouts.json
 bench-runtime: setup
-	$(PY) bench/runtime.py
+	$(PY) bench/runtime.py --profile --prefill-graph
+	$(PY) bench/runtime.py --skip-e2e --update --shapes 12288x4096,22016x4096 --ms 1,16,2048
+	$(PY) bench/cslt_layouts.py
 
 # The CUDA decode GEMV against cuBLAS and Triton for every launch shape, M = 1..8 -> bench/logs/gemv_sweep.json
 bench-gemv: setup

@@ -5,14 +5,13 @@ after cusparseLtMatmulSearch either with the algorithm id alone (what the produc
 split-K settings the search chose as well (bench/csrc/cslt_layouts.cpp says which layout is which). Every
 variant's output is checked against the dense matmul of the same 2:4 weights before it is timed.
 
-    python bench/cslt_layouts.py [--ms 2048,8192] [--json bench/logs/cslt_layouts.json]
+    python bench/cslt_layouts.py [--ms 2048,8192] [--json bench/logs/cslt_layouts.json]   (then BENCHMARKS.md)
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.render import run_meta, save  # noqa: E402
 from compress.runtime.build import build_and_load  # noqa: E402
 from compress.runtime.cusparselt import _find  # noqa: E402
 from compress.runtime.linear import graph_time_us  # noqa: E402
@@ -108,8 +108,7 @@ def main():
                 for key, v in row.items() if key.startswith("L")
             )  # fmt: skip
             print(f"{n}x{k} M={m}: dense {dense:.1f}us  {cells}", flush=True)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"device": torch.cuda.get_device_name(), "rows": rows}, indent=1))
+    save(args.json, {"device": torch.cuda.get_device_name(), "run": run_meta(), "rows": rows})
 
 
 if __name__ == "__main__":

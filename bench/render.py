@@ -176,11 +176,13 @@ def _cslt_layouts() -> list[str]:
     path = ROOT / "bench" / "logs" / "cslt_layouts.json"
     if not path.exists():
         return []
-    rows = json.loads(path.read_text())["rows"]
+    data = json.loads(path.read_text())
+    rows, run = data["rows"], data["run"]
     keys = [("L0", "shim layout"), ("L0s", "+ split-K kept"), ("L1", "x as col-major B"), ("L1s", "+ split-K"),
             ("L2", "W as sparse B"), ("L2s", "+ split-K")]  # fmt: skip
     lines = [
-        "cuSPARSELt operand layouts at prefill sizes (`python bench/cslt_layouts.py`, bench/logs/cslt_layouts.json; "
+        f"cuSPARSELt operand layouts at prefill sizes ({run['date']}, {run['machine']}; "
+        "`python bench/cslt_layouts.py`, bench/logs/cslt_layouts.json; "
         "GPU µs, CUDA-graph replay, one weight, each variant checked against the dense matmul first). *shim "
         "layout*: W as the structured A, x as B transposed (what `csrc/cslt_shim.cpp` does); *x as col-major B*: "
         "the same bytes described as x^T column-major; *W as sparse B*: y = x·W^T with x as the dense A; "
