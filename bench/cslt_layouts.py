@@ -21,8 +21,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.render import run_meta, save  # noqa: E402
-from compress.runtime.build import build_and_load  # noqa: E402
-from compress.runtime.cusparselt import _find  # noqa: E402
+from compress.runtime.cusparselt import build_with_cusparselt  # noqa: E402
 from compress.runtime.linear import graph_time_us  # noqa: E402
 from prune.config import NM  # noqa: E402
 from prune.magnitude import magnitude_mask  # noqa: E402
@@ -32,11 +31,7 @@ SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (12288, 4096), (22016, 409
 
 
 def load():
-    inc, lib = _find("cusparseLt.h", "include"), _find("libcusparseLt.so.0", "lib")
-    incs = {inc, _find("cusparse.h", "include"), _find("host_defines.h", "include/crt").parent}
-    cmd = ["g++", "-O2", "-std=c++17", "-shared", "-fPIC", str(SRC)]
-    cmd += [f"-I{d}" for d in sorted(incs)] + [f"-L{lib}", "-l:libcusparseLt.so.0", f"-Wl,-rpath,{lib}"]
-    so = build_and_load(SRC, cmd, "the layout experiment")
+    so = build_with_cusparselt(SRC, "the layout experiment")
     so.lay_error.restype = ctypes.c_char_p
     return so
 
@@ -54,7 +49,7 @@ def variant(so, W, x, layout: int, keep_split: int) -> dict:
     stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
     packed = torch.empty(size.value, dtype=torch.uint8, device="cuda")
     scratch = torch.empty(max(buf.value, 1), dtype=torch.uint8, device="cuda")
-    check(so, so.lay_compress(layout, ctypes.c_void_p(W.data_ptr()), ctypes.c_void_p(packed.data_ptr()),
+    check(so, so.lay_compress(ctypes.c_void_p(W.data_ptr()), ctypes.c_void_p(packed.data_ptr()),
                               ctypes.c_void_p(scratch.data_ptr()), stream), "compress")  # fmt: skip
     y = torch.empty(m, n, dtype=torch.bfloat16, device="cuda")
     work = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")

@@ -186,8 +186,27 @@ def to_stock(model):
 
 
 @torch.inference_mode()
+def prefill_ids(tokens: int) -> torch.Tensor:
+    """The benchmark's prompt: `tokens` random ids, batch 1 (seeded)."""
+    return torch.randint(0, 32000, (1, tokens), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+
+
+def started_decoder(model, batch: int, context: int, steps: int, graphs: bool = True):
+    """The runtime's StaticDecoder on a seeded random `context`-token prompt, past 3 warm-up steps (positions
+    advance as in real decoding) and with room for `steps` more."""
+    from compress.runtime.decoder import StaticDecoder
+
+    dec = StaticDecoder(model, context + steps + 8, graphs=graphs, log=lambda m: print(m, flush=True))
+    ids = torch.randint(0, 32000, (batch, context), device="cuda", generator=torch.Generator("cuda").manual_seed(2))
+    dec.start(ids)
+    for _ in range(3):
+        dec.next()
+    torch.cuda.synchronize()
+    return dec
+
+
 def prefill_ms(model, tokens: int) -> float:
-    ids = torch.randint(0, 32000, (1, tokens), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+    ids = prefill_ids(tokens)
     return bench_us(lambda: model(ids, use_cache=False), reps=5) / 1000
 
 
@@ -195,16 +214,10 @@ def prefill_ms(model, tokens: int) -> float:
 def prefill_graph_ms(model, tokens: int) -> float:
     """A `tokens` prefill replayed from a CUDA graph (captured after two warm-up calls on a side stream, as
     torch.compile's reduce-overhead mode does): the forward's GPU time without the host's launch work."""
-    ids = torch.randint(0, 32000, (1, tokens), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            model(ids, use_cache=False)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        model(ids, use_cache=False)
+    from compress.runtime.decoder import capture
+
+    ids = prefill_ids(tokens)
+    graph, _ = capture(lambda: [model(ids, use_cache=False) for _ in range(2)], lambda: model(ids, use_cache=False))
     ms = bench_us(graph.replay, reps=5) / 1000
     del graph
     torch.cuda.empty_cache()
@@ -217,7 +230,7 @@ def prefill_profile(model, tokens: int = 2048, top: int = 25) -> dict:
     by name, the `top` largest by total time (ms), plus the total of all kernels and the wall time."""
     from torch.profiler import ProfilerActivity, profile
 
-    ids = torch.randint(0, 32000, (1, tokens), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+    ids = prefill_ids(tokens)
     model(ids, use_cache=False)
     torch.cuda.synchronize()
     t0 = time.perf_counter()
@@ -247,14 +260,7 @@ def decode_profile(model, batch: int = 1, context: int = 128, steps: int = 16, t
     step around the profiled steps (profiler on)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from compress.runtime.decoder import StaticDecoder
-
-    dec = StaticDecoder(model, context + steps + 8, graphs=True, log=lambda m: print(m, flush=True))
-    ids = torch.randint(0, 32000, (batch, context), device="cuda", generator=torch.Generator("cuda").manual_seed(2))
-    dec.start(ids)
-    for _ in range(3):
-        dec.next()
-    torch.cuda.synchronize()
+    dec = started_decoder(model, batch, context, steps)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         t0 = time.perf_counter()
         for _ in range(steps):
@@ -267,14 +273,7 @@ def decode_profile(model, batch: int = 1, context: int = 128, steps: int = 16, t
 def decode_tok_s(model, batch: int, context: int = 128, steps: int = 64, graphs: bool = True) -> tuple[float, str]:
     """Greedy decode tokens/s (batch x timed steps over their time) after a `context` prefill, through the
     runtime's StaticDecoder (static KV cache; one step replayed from a CUDA graph when `graphs`)."""
-    from compress.runtime.decoder import StaticDecoder
-
-    dec = StaticDecoder(model, context + steps + 8, graphs=graphs, log=lambda m: print(m, flush=True))
-    ids = torch.randint(0, 32000, (batch, context), device="cuda", generator=torch.Generator("cuda").manual_seed(2))
-    dec.start(ids)
-    for _ in range(3):  # warm-up steps, positions advance as in real decoding
-        dec.next()
-    torch.cuda.synchronize()
+    dec = started_decoder(model, batch, context, steps, graphs)
     t0 = time.perf_counter()
     for _ in range(steps - 8):
         dec.next()
@@ -287,19 +286,16 @@ def measure(model, name: str, into: dict, batches=(1, 16), prefill_graph: bool =
     model into `into` (a mode's section); clears the section's `earlier` marks (figures kept by --update from an
     earlier kernel version) of what it re-measures."""
     earlier = into.get("earlier", {})
-    try:
-        into.setdefault("prefill_ms", {})[name] = prefill_ms(model, 2048)
-        earlier.pop(f"prefill_ms/{name}", None)
-        print(f"  prefill {name}: {into['prefill_ms'][name]:.1f} ms", flush=True)
-    except Exception as e:  # noqa: BLE001
-        print(f"  prefill {name} failed: {e}", flush=True)
-        traceback.print_exc()
+    prefills = [("prefill_ms", prefill_ms, "")]
     if prefill_graph:
+        prefills.append(("prefill_graph_ms", prefill_graph_ms, ", CUDA graph"))
+    for key, run, label in prefills:
         try:
-            into.setdefault("prefill_graph_ms", {})[name] = prefill_graph_ms(model, 2048)
-            print(f"  prefill {name}, CUDA graph: {into['prefill_graph_ms'][name]:.1f} ms", flush=True)
+            into.setdefault(key, {})[name] = run(model, 2048)
+            earlier.pop(f"{key}/{name}", None)
+            print(f"  prefill {name}{label}: {into[key][name]:.1f} ms", flush=True)
         except Exception as e:  # noqa: BLE001
-            print(f"  prefill {name}, CUDA graph, failed: {str(e)[:300]}", flush=True)
+            print(f"  prefill {name}{label} failed: {str(e)[:300]}", flush=True)
             traceback.print_exc()
     for batch in batches:
         try:

@@ -26,6 +26,9 @@ int fail(const char* what, cusparseStatus_t st) {
   std::snprintf(err, sizeof(err), "%s: %s (%d)", what, cusparseLtGetErrorString(st), (int)st);
   return (int)st ? (int)st : -1;
 }
+// The matmul's A and B: layout 2 has x as A and the weight as B.
+const void* first(int layout, const void* w, const void* x) { return layout == 2 ? x : w; }
+const void* second(int layout, const void* w, const void* x) { return layout == 2 ? w : x; }
 #define CHECK(call)                                              \
   do {                                                           \
     cusparseStatus_t st_ = (call);                               \
@@ -80,9 +83,8 @@ int lay_setup(long n, long k, long m, int layout, size_t* csize, size_t* cbuf) {
   return 0;
 }
 
-int lay_compress(int layout, const void* w, void* out, void* buf, void* stream) {
+int lay_compress(const void* w, void* out, void* buf, void* stream) {
   CHECK(cusparseLtSpMMACompress(&h, &s.plan, w, out, buf, (cudaStream_t)stream));
-  (void)layout;
   return 0;
 }
 
@@ -91,8 +93,7 @@ int lay_search(int layout, int keep_split, const void* w, const void* x, void* y
                size_t* ws, int* alg, int* split, int* mode, int* bufs) {
   float one = 1.f, zero = 0.f;
   cudaStream_t st = (cudaStream_t)stream;
-  const void* a = layout == 2 ? x : w;
-  const void* b = layout == 2 ? w : x;
+  const void *a = first(layout, w, x), *b = second(layout, w, x);
   CHECK(cusparseLtMatmulSearch(&h, &s.plan, &one, a, b, &zero, y, y, work, &st, 1));
   CHECK(cusparseLtMatmulAlgGetAttribute(&h, &s.sel, CUSPARSELT_MATMUL_ALG_CONFIG_ID, alg, sizeof(int)));
   CHECK(cusparseLtMatmulAlgGetAttribute(&h, &s.sel, CUSPARSELT_MATMUL_SPLIT_K, split, sizeof(int)));
@@ -115,8 +116,7 @@ int lay_search(int layout, int keep_split, const void* w, const void* x, void* y
 int lay_matmul(int layout, const void* w, const void* x, void* y, void* work, void* stream) {
   float one = 1.f, zero = 0.f;
   cudaStream_t st = (cudaStream_t)stream;
-  const void* a = layout == 2 ? x : w;
-  const void* b = layout == 2 ? w : x;
+  const void *a = first(layout, w, x), *b = second(layout, w, x);
   CHECK(cusparseLtMatmul(&h, &s.plan, &one, a, b, &zero, y, y, work, &st, 1));
   return 0;
 }

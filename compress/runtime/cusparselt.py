@@ -41,9 +41,9 @@ def _find(name: str, sub: str) -> Path | None:
     return None
 
 
-@lru_cache(maxsize=1)
-def load_shim() -> ctypes.CDLL:
-    """Build (once, cached) and load the shim; RuntimeError naming what is missing."""
+def build_with_cusparselt(src: Path, what: str) -> ctypes.CDLL:
+    """Build a C++ source against the cuSPARSELt header and library of the `nvidia-cusparselt` wheel (g++, once,
+    cached) and load it; RuntimeError naming what is missing."""
     inc = _find("cusparseLt.h", "include")
     lib = _find("libcusparseLt.so.0", "lib")
     cusparse_inc = _find("cusparse.h", "include")
@@ -54,9 +54,15 @@ def load_shim() -> ctypes.CDLL:
             f"cusparse.h {cusparse_inc}, crt/host_defines.h {crt_inc}); install nvidia-cusparselt and the CUDA headers"
         )
     incs = {inc, cusparse_inc, crt_inc.parent}
-    cmd = ["g++", "-O2", "-std=c++17", "-shared", "-fPIC", str(SRC)]
+    cmd = ["g++", "-O2", "-std=c++17", "-shared", "-fPIC", str(src)]
     cmd += [f"-I{d}" for d in sorted(incs)] + [f"-L{lib}", "-l:libcusparseLt.so.0", f"-Wl,-rpath,{lib}"]
-    so = build_and_load(SRC, cmd, "the cuSPARSELt shim")
+    return build_and_load(src, cmd, what)
+
+
+@lru_cache(maxsize=1)
+def load_shim() -> ctypes.CDLL:
+    """Build (once, cached) and load the shim; RuntimeError naming what is missing."""
+    so = build_with_cusparselt(SRC, "the cuSPARSELt shim")
     so.cslt_last_error.restype = ctypes.c_char_p
     lng, i32, ptr, sz = ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t
     pi32, psz = ctypes.POINTER(i32), ctypes.POINTER(sz)

@@ -65,15 +65,7 @@ class StaticDecoder:
 
     def _capture(self) -> None:
         try:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                self.warm_up(2)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self.logits = self._step()
-            self.graph = graph
+            self.graph, self.logits = capture(lambda: self.warm_up(2), self._step)
             self._run = self._replay
             self.mode = "cuda-graph"
         except Exception as e:  # noqa: BLE001 - a model that cannot be captured still decodes eagerly
@@ -94,6 +86,20 @@ class StaticDecoder:
         self.pos += 1
         self.at += 1
         return self.tok.clone()
+
+
+def capture(warm_up, step) -> tuple[torch.cuda.CUDAGraph, object]:
+    """(a CUDA graph of `step()`, the output it holds), captured after `warm_up()` on a side stream (torch's
+    recipe: lazy initialisation and autotuning happen outside the capture)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        warm_up()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step()
+    return graph, out
 
 
 def greedy(model, ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None = None, graphs: bool = True,
