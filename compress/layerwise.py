@@ -1,11 +1,14 @@
 """The one layer-wise calibration driver (after IST-DASLab/sparsegpt `llama_sequential`).
 
-1. Capture the inputs of decoder layer 0 with *all* keyword arguments (position embeddings, masks, ...)
-   through a forward pre-hook that stops the forward pass.
+1. Run the model's own forward once per batch with every decoder layer replaced by a recorder: this gives
+   layer 0's hidden states and, for *every* layer, the exact arguments the model passes it (position
+   embeddings, masks, ... — they differ per layer type in Gemma-2/3). Inputs and outputs are checked finite.
 2. For each layer: move it to the compute device; hook its Linear modules and run the calibration batches
    through the *unmodified* layer to accumulate statistics; call the per-layer `step`; run the batches again
    through the modified layer to make the next layer's inputs (and measure each Linear's output error);
-   move the layer back. Only one decoder layer is on the compute device at a time.
+   move the layer back. Only one decoder layer is on the compute device at a time. Compressed weights and
+   layer outputs are checked finite; a NaN stops the run naming the layer.
+3. With a checkpoint, finished layers are saved atomically (compress/resume.py); Ctrl-C saves what is done.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from compress.errors import Interrupted, UserError
 from compress.models import decoder_layers
 from compress.resume import LayerwiseCheckpoint
 
@@ -38,6 +42,14 @@ class LayerwiseResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class LayerCall:
+    """What the model's own forward passes to one decoder layer besides its hidden states."""
+
+    args: tuple  # positional arguments after the hidden states (usually none)
+    kwargs: dict  # position embeddings, masks, position ids, ... exactly as the model computed them
+
+
 def _move_outer(model: nn.Module, layers: nn.ModuleList, device: torch.device) -> None:
     """Move every parameter and buffer that is not inside a decoder layer (embeddings, rotary, norm, head)."""
     layer_ids = {id(m) for layer in layers for m in layer.modules()}
@@ -50,31 +62,97 @@ def _move_outer(model: nn.Module, layers: nn.ModuleList, device: torch.device) -
             module._buffers[name] = b.to(device)
 
 
-@torch.no_grad()
-def capture_layer0_inputs(model: nn.Module, batches: list[torch.Tensor], device: torch.device):
-    """Run the model up to decoder layer 0 and return (hidden states, kwargs) per batch."""
-    layers = decoder_layers(model)
-    home = next(model.parameters()).device
-    captured: list[tuple[torch.Tensor, dict]] = []
+class _Recorder(nn.Module):
+    """Stands in for decoder layer `index` during the capture pass: records the call and passes the hidden
+    states through unchanged (as a tensor, or as a 1-tuple for models that index `layer_outputs[0]`)."""
 
-    def hook(module, args, kwargs):
+    def __init__(self, index: int, calls: list, as_tuple: bool) -> None:
+        super().__init__()
+        self.index, self.calls, self.as_tuple = index, calls, as_tuple
+        self.last = None  # the object this recorder returned: the next layer must receive exactly it
+
+    def forward(self, *args, **kwargs):
         kwargs = dict(kwargs)
         hidden = args[0] if args else kwargs.pop("hidden_states")
-        captured.append((hidden, kwargs))
+        self.calls.append((hidden, LayerCall(tuple(args[1:]), kwargs)))
+        self.last = hidden
+        return (hidden,) if self.as_tuple else hidden
+
+
+def _capture_once(model, layers, ids, as_tuple: bool, device) -> list[tuple[torch.Tensor, LayerCall]] | None:
+    """One forward through recorders; None when a layer did not receive the previous layer's output as is."""
+    calls: list[tuple[torch.Tensor, LayerCall]] = []
+    real = list(layers)
+    recorders = [_Recorder(i, calls, as_tuple) for i in range(len(real))]
+
+    def stop(module, args, output):  # after the last layer: skip the final norm and the LM head
         raise _StopForward
 
-    handle = layers[0].register_forward_pre_hook(hook, with_kwargs=True)
-    _move_outer(model, layers, device)
+    handle = recorders[-1].register_forward_hook(stop)
+    for i, r in enumerate(recorders):
+        layers[i] = r
     try:
-        for ids in batches:
-            try:
-                model(input_ids=ids.to(device), use_cache=False)
-            except _StopForward:
-                pass
+        model(input_ids=ids.to(device), use_cache=False)
+    except _StopForward:
+        pass
     finally:
         handle.remove()
+        for i, m in enumerate(real):
+            layers[i] = m
+    if len(calls) != len(real):
+        return None
+    for i in range(1, len(calls)):  # nothing may happen to the hidden states between two layers
+        if calls[i][0] is not recorders[i - 1].last:
+            return None
+    return calls
+
+
+@torch.no_grad()
+def capture_layer_inputs(
+    model: nn.Module, batches: list[torch.Tensor], device: torch.device
+) -> tuple[list[torch.Tensor], list[list[LayerCall]]]:
+    """Layer 0's hidden states per batch and, per batch and layer, the exact call the model's own forward makes.
+
+    Every decoder layer is replaced by a recorder for one forward pass per batch, so each layer gets what the
+    architecture computes for it (Gemma-2/3: their own rotary base and sliding-window mask per layer type;
+    Mistral: the sliding window), not layer 0's arguments. Tensors shared between layers (one mask for all
+    layers of a type) stay shared, so this costs no more memory than one layer's arguments per layer type.
+    Raises UserError for an architecture that changes the hidden states between layers (the driver could not
+    reproduce it)."""
+    layers = decoder_layers(model)
+    home = next(model.parameters()).device
+    hidden: list[torch.Tensor] = []
+    calls: list[list[LayerCall]] = []
+    as_tuple = False
+    _move_outer(model, layers, device)
+    try:
+        for b, ids in enumerate(batches):
+            got = _capture_once(model, layers, ids, as_tuple, device)
+            if got is None and b == 0:  # models that unpack `layer_outputs[0]` take a tuple
+                as_tuple = True
+                got = _capture_once(model, layers, ids, as_tuple, device)
+            if got is None:
+                raise UserError(
+                    f"{type(model).__name__}: the layer-wise driver cannot reproduce this architecture (its forward "
+                    "does more between decoder layers than pass the hidden states on); refused rather than "
+                    "calibrated on wrong inputs"
+                )
+            hidden.append(got[0][0])
+            calls.append([c for _, c in got])
+    finally:
         _move_outer(model, layers, home)
-    return [h for h, _ in captured], [k for _, k in captured]
+    return hidden, calls
+
+
+def check_finite(what: str, tensors) -> None:
+    """UserError naming `what` when any tensor holds NaN or inf (a NaN must never reach a mask or a file)."""
+    for t in tensors:
+        if not bool(torch.isfinite(t).all()):
+            n_nan, n_inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+            raise UserError(
+                f"{what} is not finite ({n_nan} NaN, {n_inf} inf values); check the model's weights and "
+                "the calibration data, or use --dtype float32 if this is a float16 overflow"
+            )
 
 
 def _to_device(layer: nn.Module, device: torch.device) -> dict[str, torch.Tensor]:
@@ -122,16 +200,20 @@ def run_layerwise(
 ) -> LayerwiseResult:
     """Walk the decoder layers once; see the module docstring. `batches`: token ids, (B, T) each.
 
-    With `checkpoint`, finished layers and the hidden states are saved from time to time, and a run with
-    the same key continues after the last saved layer."""
+    With `checkpoint`, finished layers and the hidden states are saved from time to time (and on Ctrl-C), and
+    a run with the same key continues after the last saved layer."""
     t0 = time.perf_counter()
     layers = decoder_layers(model)
-    hidden, layer_kwargs = capture_layer0_inputs(model, batches, device)
+    hidden, calls = capture_layer_inputs(model, batches, device)
+    check_finite("the input of decoder layer 0 (embedding output)", hidden)
     start = checkpoint.next_layer if checkpoint else 0
     if start:  # resume: restore finished layers and the inputs of layer `start`
         for i in range(start):
             layers[i].load_state_dict(checkpoint.layer_tensors(i))
-        hidden = [h.to(device) for h in checkpoint.hidden()]
+        saved = checkpoint.hidden()
+        if [tuple(h.shape) for h in saved] != [tuple(h.shape) for h in hidden]:
+            raise UserError(f"resume data in {checkpoint.folder} does not match these batches; delete it to restart")
+        hidden = [h.to(device=device, dtype=ref.dtype) for h, ref in zip(saved, hidden, strict=True)]
     result = LayerwiseResult(hidden=hidden, metrics=dict(checkpoint.state["metrics"]) if start else {})
     finished: dict[int, dict[str, torch.Tensor]] = {}
     result.timings["capture_s"] = time.perf_counter() - t0
@@ -147,58 +229,82 @@ def run_layerwise(
         phase[key] += now - clock[0]
         clock[0] = now
 
-    for idx in tqdm(range(start, len(layers)), desc="layers", initial=start, total=len(layers), disable=not progress):
-        layer = layers[idx]
-        tick("to_home_s")
-        home = _to_device(layer, device)
-        tick("to_device_s")
-        named = {f"{stack}.{idx}.{n}": m for n, m in layer.named_modules() if isinstance(m, nn.Linear)}
-        linears = {n: m for n, m in named.items() if targets(n, m)}
-        stats = {n: (make_stats(n, m) if make_stats else None) for n, m in linears.items()}
+    def forward(layer, i: int, idx: int):
+        c = calls[i][idx]
+        return layer(result.hidden[i], *c.args, **c.kwargs)
 
-        # Pass 1: statistics from the unmodified layer.
-        hooks = [
-            m.register_forward_hook(lambda mod, inp, out, s=stats[n]: s.add_batch(inp[0].detach()))
-            for n, m in linears.items()
-            if stats[n] is not None
-        ]
-        if hooks:
-            for h, kw in zip(hidden, layer_kwargs, strict=True):
-                layer(h, **kw)
+    done = start  # layers [0, done) are finished and `result.hidden` holds the inputs of layer `done`
+    try:
+        bar = tqdm(range(start, len(layers)), desc="layers", initial=start, total=len(layers), disable=not progress)
+        for idx in bar:
+            layer = layers[idx]
+            tick("to_home_s")
+            home = _to_device(layer, device)
+            tick("to_device_s")
+            named = {f"{stack}.{idx}.{n}": m for n, m in layer.named_modules() if isinstance(m, nn.Linear)}
+            linears = {n: m for n, m in named.items() if targets(n, m)}
+            for n, m in linears.items():
+                check_finite(f"{n}.weight", [m.weight])
+            stats = {n: (make_stats(n, m) if make_stats else None) for n, m in linears.items()}
+
+            # Pass 1: statistics from the unmodified layer.
+            hooks = [
+                m.register_forward_hook(lambda mod, inp, out, s=stats[n]: s.add_batch(inp[0].detach()))
+                for n, m in linears.items()
+                if stats[n] is not None
+            ]
+            if hooks:
+                for i in range(len(result.hidden)):
+                    forward(layer, i, idx)
+                for handle in hooks:
+                    handle.remove()
+            tick("stats_pass_s")
+
+            dense = {n: m.weight.detach().clone() for n, m in linears.items()} if measure_error else {}
+            metrics = step(idx, linears, stats)
+            del stats
+            for n, m in linears.items():
+                check_finite(f"{n}.weight after compression", [m.weight])
+            tick("step_s")
+
+            # Pass 2: next layer's inputs from the modified layer; per-Linear output error vs the dense weight.
+            errors = {n: torch.zeros(2, dtype=torch.float64, device=device) for n in dense}
+            deltas = {n: dense[n] - m.weight.detach() for n, m in linears.items() if n in dense}
+            del dense
+
+            hooks = [linears[n].register_forward_hook(_error_hook(deltas[n], errors[n])) for n in deltas]
+            outputs = [_layer_output(forward(layer, i, idx)) for i in range(len(result.hidden))]
             for handle in hooks:
                 handle.remove()
-        tick("stats_pass_s")
+            del deltas
+            check_finite(f"the output of decoder layer {idx} ({stack}.{idx})", outputs)
+            tick("output_pass_s")
 
-        dense = {n: m.weight.detach().clone() for n, m in linears.items()} if measure_error else {}
-        metrics = step(idx, linears, stats)
-        del stats
-        tick("step_s")
-
-        # Pass 2: next layer's inputs from the modified layer; per-Linear output error vs the dense weight.
-        errors = {n: torch.zeros(2, dtype=torch.float64, device=device) for n in dense}
-        deltas = {n: dense[n] - m.weight.detach() for n, m in linears.items() if n in dense}
-        del dense
-
-        hooks = [linears[n].register_forward_hook(_error_hook(deltas[n], errors[n])) for n in deltas]
-        for i, (h, kw) in enumerate(zip(hidden, layer_kwargs, strict=True)):
-            hidden[i] = _layer_output(layer(h, **kw))
-        for handle in hooks:
-            handle.remove()
-        del deltas
-        tick("output_pass_s")
-
-        for n in linears:
-            entry = dict(metrics.get(n, {}))
-            if n in errors:
-                num, den = errors[n].tolist()
-                entry["rel_output_error"] = num / den if den > 0 else 0.0
-            result.metrics[n] = entry
-        _to_home(layer, home)
-        if checkpoint is not None and idx + 1 < len(layers):
-            finished[idx] = dict(layer.state_dict())
-            if checkpoint.due():
-                checkpoint.save(idx + 1, hidden, result.metrics, finished)
-                finished = {}
+            for n in linears:
+                entry = dict(metrics.get(n, {}))
+                if n in errors:
+                    num, den = errors[n].tolist()
+                    entry["rel_output_error"] = num / den if den > 0 else 0.0
+                result.metrics[n] = entry
+            _to_home(layer, home)
+            result.hidden = outputs
+            done = idx + 1
+            if checkpoint is not None and done < len(layers):
+                finished[idx] = dict(layer.state_dict())
+                if checkpoint.due():
+                    checkpoint.save(done, result.hidden, result.metrics, finished)
+                    finished = {}
+    except KeyboardInterrupt:
+        if checkpoint is None:
+            raise
+        if done > checkpoint.next_layer:  # keep what is finished (one atomic checkpoint)
+            checkpoint.save(done, result.hidden, result.metrics, finished)
+        if checkpoint.next_layer == 0:
+            raise
+        raise Interrupted(
+            f"layers 0-{checkpoint.next_layer - 1} of {len(layers)} are saved in {checkpoint.folder}; "
+            f"rerun the same command to resume from layer {checkpoint.next_layer}"
+        ) from None
 
     tick("to_home_s")
     result.timings.update(phase)

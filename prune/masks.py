@@ -1,6 +1,8 @@
 """Keep-masks from importance scores (True = weight kept), with exact counts.
 
 Ties are broken by a stable sort (lower column index pruned first), so masks are deterministic.
+Scores must be finite: a NaN compares false with everything, so it would keep its group unpruned (N:M) or
+sort to an arbitrary end (unstructured); every function raises ValueError instead.
 """
 
 from __future__ import annotations
@@ -10,8 +12,15 @@ import torch
 from prune.config import NM, Pattern, Unstructured
 
 
+def require_finite(scores: torch.Tensor) -> None:
+    if not bool(torch.isfinite(scores).all()):
+        bad = int((~torch.isfinite(scores)).sum())
+        raise ValueError(f"{bad} importance scores are NaN or inf (from a non-finite weight or activation)")
+
+
 def prune_lowest_per_row(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Zero the floor(cols * sparsity) lowest scores of every row (locuslab/wanda lib/prune.py, stable sort)."""
+    require_finite(scores)
     rows, cols = scores.shape
     k = int(cols * sparsity)
     keep = torch.ones_like(scores, dtype=torch.bool)
@@ -26,6 +35,7 @@ def prune_lowest_per_tensor(scores: torch.Tensor, sparsity: float) -> torch.Tens
 
     The wanda repo's magnitude baseline uses `W <= sorted[k]` (k + 1 entries plus ties); we prune exactly k.
     """
+    require_finite(scores)
     k = int(scores.numel() * sparsity)
     keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
     if k:
@@ -41,6 +51,7 @@ def prune_lowest_per_group(scores: torch.Tensor, n: int, m: int) -> torch.Tensor
     rank counts the entries that are smaller, or equal with a lower index -- the order a stable sort
     gives -- so the n lowest-ranked are pruned.
     """
+    require_finite(scores)
     rows, cols = scores.shape
     if cols % m:
         raise ValueError(f"in-features {cols} is not divisible by M={m}")

@@ -1,8 +1,10 @@
 """The layer-wise driver: a no-op step reproduces the model; statistics come from the unmodified layer."""
 
+import pytest
 import torch
 
 from compress.config import PruneConfig
+from compress.errors import UserError
 from compress.layerwise import run_layerwise
 from compress.pipeline import prune_model
 from prune.masks import satisfies_nm
@@ -78,3 +80,24 @@ def test_prune_model_wanda_2of4_touches_only_decoder_linears(tiny):
         W = tiny.get_submodule(name).weight
         assert satisfies_nm(W, 2, 4) and m["sparsity"] == 0.5
         assert 0 < m["rel_output_error"] < 1
+
+
+@pytest.mark.parametrize("pattern,sparsity", [("2:4", None), ("unstructured", 0.5)])
+def test_nan_weight_stops_the_run_naming_the_linear(tiny, pattern, sparsity):
+    """Unstructured Wanda used to exit 0 and export NaN weights; 2:4 failed later at export with another cause."""
+    tiny.model.layers[1].self_attn.q_proj.weight.data[3, 5] = float("nan")
+    ids = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(3))
+    with pytest.raises(UserError, match=r"model\.layers\.1\.self_attn\.q_proj\.weight is not finite \(1 NaN"):
+        prune_model(tiny, ids, PruneConfig("wanda", pattern, sparsity), torch.device("cpu"), progress=False)
+
+
+def test_nan_activation_stops_the_run_naming_the_layer(tiny):
+    tiny.model.layers[0].mlp.down_proj.weight.data[0, 0] = float("inf")  # layer 0's output overflows
+    ids = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(3))
+    with pytest.raises(UserError, match=r"not finite"):
+        run_layerwise(tiny, [ids], lambda i, lin, st: {}, device=torch.device("cpu"), targets=lambda n, m: False,
+                      progress=False)  # fmt: skip
+    tiny.model.layers[0].mlp.down_proj.weight.data[0, 0] = 0.0
+    tiny.model.embed_tokens.weight.data[ids[0, 0]] = float("nan")
+    with pytest.raises(UserError, match=r"input of decoder layer 0 \(embedding output\) is not finite"):
+        run_layerwise(tiny, [ids], lambda i, lin, st: {}, device=torch.device("cpu"), progress=False)

@@ -6,7 +6,7 @@ import torch
 from prune import MagnitudeConfig, WandaConfig, parse_pattern, prune_weight
 from prune.config import NM, Unstructured
 from prune.magnitude import magnitude_mask
-from prune.masks import prune_lowest_per_group, satisfies_nm
+from prune.masks import mask_from_scores, prune_lowest_per_group, satisfies_nm
 from prune.stats import ActNormSq
 from prune.wanda import wanda_mask
 
@@ -112,3 +112,16 @@ def test_bad_patterns(pattern, sparsity, message):
 def test_indivisible_columns_rejected():
     with pytest.raises(ValueError, match="not divisible by M=4"):
         prune_lowest_per_group(torch.randn(3, 10), 2, 4)
+
+
+@pytest.mark.parametrize("pattern", [NM(2, 4), Unstructured(0.5)])
+def test_non_finite_scores_are_refused(pattern):
+    """A NaN compares false with everything: the N:M ranking kept its whole group (4 of 4 weights) and
+    unstructured pruning sorted it anywhere. Now it is an error."""
+    scores = torch.rand(4, 8)
+    scores[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        mask_from_scores(scores, pattern)
+    scores[1, 2] = float("inf")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        mask_from_scores(scores, pattern)
