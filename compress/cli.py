@@ -7,8 +7,10 @@ import logging
 import sys
 from pathlib import Path
 
-from compress.errors import UserError
+from compress.errors import Interrupted, UserError
 from compress.lm_tasks import PAPER_TASKS
+
+NOTHING_KEPT = "nothing was kept; rerun the same command to start again"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -97,8 +99,19 @@ def _summary(report: dict, out: Path) -> str:
     return "\n".join(lines)
 
 
+def _check_calibration_file(recipe) -> None:
+    """Read a local calibration file now, so that a bad one fails before the model loads (it is small)."""
+    from compress.config import CALIBRATION_DATASETS
+    from compress.data import read_local_corpus
+
+    dataset = recipe.calibration.dataset
+    if recipe.prune is not None and dataset not in CALIBRATION_DATASETS:
+        read_local_corpus(Path(dataset))
+
+
 def _run(args) -> None:
     from compress.config import RunConfig, load_recipe, override
+    from compress.devices import resolve_device
     from compress.pipeline import run
 
     recipe = override(
@@ -115,6 +128,8 @@ def _run(args) -> None:
         recipe_path=str(args.recipe),
         checkpoint_every_s=args.checkpoint_every,
     )
+    resolve_device(cfg.device)  # bad input fails here, in a second, not after the model has loaded
+    _check_calibration_file(recipe)
     report = run(cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress, log=_log)
     print(_summary(report, args.out))
 
@@ -123,16 +138,32 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def parse_tasks(text: str) -> list[str]:
+    """Comma-separated task names; none at all is a UserError with an example."""
+    tasks = [t.strip() for t in text.split(",") if t.strip()]
+    if not tasks:
+        raise UserError(
+            f"no tasks given (--tasks {text!r}); pass comma-separated lm-eval task names such as --tasks boolq,rte, "
+            f"or omit --tasks for the paper's seven: {', '.join(PAPER_TASKS)}"
+        )
+    return tasks
+
+
 def _evaluate_all(args, named: list[tuple[str, str]]):
     from compress.config import EvalConfig
+    from compress.devices import resolve_device
     from compress.evaluate import evaluate, resolve_task_source
-    from compress.models import resolve_dtype
-    from compress.pipeline import resolve_device
+    from compress.models import hub_reachable, resolve_dtype
 
+    tasks = parse_tasks(args.tasks)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     source = resolve_task_source(args.task_source)
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if args.task_source == "hub" and not hub_reachable():  # "auto" has just checked and chosen
+        raise UserError(
+            "the Hugging Face Hub is unreachable, so --task-source hub cannot fetch the tasks; "
+            "use --task-source embedded (the seven paper tasks ship with this package) or check your network"
+        )
     ppl_sets = tuple(d.strip() for d in args.ppl.split(",") if d.strip())
     try:
         ppl = EvalConfig(ppl_sets, args.ppl_seqlen, args.ppl_max_windows) if ppl_sets else None
@@ -207,11 +238,12 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"wrote {write_card(args.model_dir)}")
         elif args.cmd == "generate":
-            from compress.pipeline import resolve_device
+            from compress.devices import resolve_device
             from compress.runtime.generate import generate
 
+            device = resolve_device(args.device)
             r = generate(
-                args.model, args.prompt, args.max_new_tokens, resolve_device(args.device), args.int4, _log,
+                args.model, args.prompt, args.max_new_tokens, device, args.int4, _log,
                 fast=args.fast, compile=args.compile,
             )  # fmt: skip
             print(r["text"])
@@ -225,6 +257,12 @@ def main(argv: list[str] | None = None) -> int:
 
             url = push(args.model_dir, args.repo, private=not args.public, dry_run=args.dry_run, log=print)
             print("dry run: nothing uploaded" if url is None else f"pushed: {url}")
+    except Interrupted as e:  # before UserError, its base: the layer-wise driver kept a resume checkpoint
+        print(f"interrupted: {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"interrupted: {NOTHING_KEPT}", file=sys.stderr)
+        return 130
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -31,6 +31,7 @@ Recipe schema (every key optional; unknown keys are rejected):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import types
 import typing
@@ -47,10 +48,80 @@ CALIBRATION_DATASETS = ("olmo-mix", "c4", "wikitext2")
 PERPLEXITY_DATASETS = ("wiki", "wikitext2")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 
+# what a field must be, where its type alone does not say it well enough (dotted recipe names)
+EXPECTED = {
+    "dtype": f"a string, one of {', '.join(DTYPES)}",
+    "calibration.dataset": f"a string: {', '.join(CALIBRATION_DATASETS)} or a path to a .txt/.jsonl file",
+    "prune.method": f"a string, one of {', '.join(PRUNE_METHODS)}",
+    "prune.pattern": "a quoted string such as '2:4' or 'unstructured' (YAML reads an unquoted 2:4 as the number 124)",
+    "prune.sparsity": "a number in [0, 1) or null",
+    "prune.ignore": "a list of strings (regexes of Linear names), e.g. ['.*mlp.down_proj']",
+    "prune.dsnot.skip": "a list of strings (regexes of Linear names), e.g. [mlp]",
+    "eval.perplexity": f"a list such as [wiki] (allowed: {', '.join(PERPLEXITY_DATASETS)}; [] to skip)",
+}
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", type(None): "null"}
+
 
 def _positive(name: str, value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _is_union(tp) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def _matches(tp, value) -> bool:
+    """Whether `value` has type `tp` (bool is not an int; an int is a float; a list may stand for a tuple)."""
+    if _is_union(tp):
+        return any(_matches(a, value) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is tuple:
+        item = typing.get_args(tp)[0]
+        return isinstance(value, (list, tuple)) and all(_matches(item, v) for v in value)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return not isinstance(tp, type) or isinstance(value, tp)
+
+
+def _describe(tp) -> str:
+    if _is_union(tp):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is tuple:
+        return "a list of strings" if typing.get_args(tp)[0] is str else "a list"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return _TYPE_NAMES.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _shown(value) -> str:
+    return repr(list(value)) if isinstance(value, tuple) else repr(value)  # tuples came from YAML lists
+
+
+@functools.cache
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _check_types(obj, section: str) -> None:
+    """ValueError naming the first field of dataclass `obj` whose value has the wrong type."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        tp = _hints(type(obj))[f.name]
+        if not _matches(tp, value):
+            dotted = f"{section}.{f.name}" if section else f.name
+            raise ValueError(f"{dotted} must be {EXPECTED.get(dotted, _describe(tp))}; got {_shown(value)}")
+
+
+def _check_blocksize(method: str, pattern) -> None:
+    """SparseGPT prunes N:M within blocks of columns: M must divide the block size (prune/config.py)."""
+    block = SparseGPTConfig.blocksize
+    if method == "sparsegpt" and isinstance(pattern, NM) and block % pattern.m:
+        raise ValueError(
+            f"prune: sparsegpt prunes in blocks of {block} columns, which M={pattern.m} of pattern '{pattern}' "
+            f"does not divide; use an M that divides {block}, such as '2:4' or '4:8'"
+        )
 
 
 @dataclass(frozen=True)
@@ -62,10 +133,9 @@ class CalibrationConfig:
     batch_size: int = 1
 
     def __post_init__(self) -> None:
+        _check_types(self, "calibration")
         for name in ("nsamples", "seqlen", "batch_size"):
             _positive(f"calibration.{name}", getattr(self, name))
-        if not isinstance(self.seed, int):
-            raise ValueError(f"calibration.seed must be an integer, got {self.seed!r}")
         if self.dataset not in CALIBRATION_DATASETS and not self.dataset.endswith((".txt", ".jsonl")):
             raise ValueError(
                 f"calibration.dataset {self.dataset!r} is not one of {', '.join(CALIBRATION_DATASETS)} "
@@ -84,6 +154,9 @@ class DSnoTOptions:
     same_sign: bool = True
     skip: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        _check_types(self, "prune.dsnot")
+
 
 @dataclass(frozen=True)
 class OWLOptions:
@@ -93,6 +166,7 @@ class OWLOptions:
     lam: float = 0.08
 
     def __post_init__(self) -> None:
+        _check_types(self, "prune.owl")
         if self.M <= 0 or not 0 <= self.lam < 0.5:
             raise ValueError(f"owl needs M > 0 and 0 <= lam < 0.5, got M={self.M}, lam={self.lam}")
 
@@ -107,10 +181,9 @@ class PruneConfig:
     owl: OWLOptions | None = None
 
     def __post_init__(self) -> None:
+        _check_types(self, "prune")
         if self.method not in PRUNE_METHODS:
             raise ValueError(f"prune.method {self.method!r} is unknown; allowed: {', '.join(PRUNE_METHODS)}")
-        if self.sparsity is not None and not isinstance(self.sparsity, (int, float)):
-            raise ValueError(f"prune.sparsity must be a number in [0, 1), got {self.sparsity!r}")
         try:
             pattern = parse_pattern(self.pattern, self.sparsity)
         except ValueError as e:
@@ -123,11 +196,11 @@ class PruneConfig:
                 re.compile(pat)
             except re.error as e:
                 raise ValueError(f"prune.{key} entry {pat!r} is not a valid regex ({e})") from None
-        if self.dsnot is not None:
-            try:
-                _ = self.spec  # DSnoTConfig validates its options: fail when the recipe loads, not mid-run
-            except ValueError as e:
-                raise ValueError(f"prune.{e}") from None
+        _check_blocksize(self.method, pattern)
+        try:
+            _ = self.spec  # the method's own config (and DSnoT's) validates itself: fail when the recipe loads
+        except ValueError as e:
+            raise ValueError(f"prune.{e}" if self.dsnot is not None else f"prune: {e}") from None
 
     @property
     def spec(self) -> MagnitudeConfig | WandaConfig | SparseGPTConfig | DSnoTConfig:
@@ -153,6 +226,7 @@ class EvalConfig:
     max_windows: int | None = None
 
     def __post_init__(self) -> None:
+        _check_types(self, "eval")
         for name in self.perplexity:
             if name not in PERPLEXITY_DATASETS:
                 raise ValueError(f"eval.perplexity {name!r} is unknown; allowed: {', '.join(PERPLEXITY_DATASETS)}")
@@ -170,6 +244,7 @@ class Recipe:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
+        _check_types(self, "")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype {self.dtype!r} is unknown; allowed: {', '.join(DTYPES)}")
 
@@ -201,19 +276,15 @@ def _build(cls, data, where: str):
 
 
 def _convert(tp, value, where: str):
-    args = typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+    if _is_union(tp):
         if value is None:
             return None
-        tp = next(a for a in args if a is not type(None))
-        args = typing.get_args(tp)
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
     if dataclasses.is_dataclass(tp):
         return _build(tp, value or {}, where)
-    if typing.get_origin(tp) is tuple:
-        if isinstance(value, str) or not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where} must be a list, got {value!r}")
+    if typing.get_origin(tp) is tuple and isinstance(value, list):
         return tuple(value)
-    return value
+    return value  # anything else is type-checked by the dataclass (_check_types)
 
 
 def recipe_from_dict(data: dict) -> Recipe:

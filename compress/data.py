@@ -60,20 +60,61 @@ def wiki_passages() -> list[str]:
     return _dedup(out)
 
 
+JSONL_FIX = 'each line needs a JSON object such as {"text": "..."}'
+_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+
+
+def _json_type(value) -> str:
+    return "null" if value is None else _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _decode(path: Path, data: bytes) -> str:
+    """The file's text; binary or non-UTF-8 content is a UserError naming the file, the line and the fix."""
+    if b"\x00" in data:
+        raise UserError(
+            f"calibration file {path} contains NUL bytes: it is binary (or UTF-16), not UTF-8 text; pass a UTF-8 "
+            'text file: .txt (documents separated by blank lines) or .jsonl (one {"text": ...} object per line)'
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise UserError(
+            f"calibration file {path} is not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}); "
+            f"convert it to UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}"
+        ) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # universal newlines, as Path.read_text reads
+
+
+def _jsonl_text(path: Path, lineno: int, line: str) -> str:
+    """The 'text' string of one .jsonl line; anything else is a UserError naming the line."""
+    where = f"{path} line {lineno}"
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        problem = f"{e.msg.removesuffix(' at')} at column {e.colno}"
+        raise UserError(f"{where} is not valid JSON ({problem}); {JSONL_FIX}") from None
+    if not isinstance(row, dict):
+        raise UserError(f"{where} is a JSON {_json_type(row)}, not an object; {JSONL_FIX}")
+    if "text" not in row:
+        raise UserError(f"{where} has no 'text' field; {JSONL_FIX}")
+    if not isinstance(row["text"], str):
+        raise UserError(f"{where}: 'text' is a JSON {_json_type(row['text'])}, not a string; {JSONL_FIX}")
+    return row["text"]
+
+
 def read_local_corpus(path: Path) -> list[str]:
-    """.txt: documents separated by blank lines; .jsonl: one document per line in its 'text' field."""
+    """.txt: documents separated by blank lines; .jsonl: one document per line in its 'text' field (UTF-8)."""
     if not path.is_file():
-        raise UserError(f"calibration file {path} not found")
-    if path.suffix == ".jsonl":
-        docs = []
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                row = json.loads(line)
-                if "text" not in row:
-                    raise UserError(f"{path} line {i} has no 'text' field; each line needs {{\"text\": ...}}")
-                docs.append(row["text"])
-        return _dedup(docs)
-    return _dedup(path.read_text(encoding="utf-8").split("\n\n"))
+        raise UserError(f"calibration file {path} not found; check calibration.dataset in the recipe")
+    text = _decode(path, path.read_bytes())
+    if path.suffix == ".jsonl":  # split on \n only: JSON strings may hold other line separators (U+2028)
+        docs = _dedup(_jsonl_text(path, i, line) for i, line in enumerate(text.split("\n"), 1) if line.strip())
+    else:
+        docs = _dedup(text.split("\n\n"))
+    if not docs:
+        raise UserError(f"calibration file {path} has no text; fill it or point calibration.dataset at another file")
+    return docs
 
 
 def load_calibration_corpus(name: str) -> Corpus:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from compress.cpu_numerics import in_effect
+
 PACKAGES = ("torch", "transformers", "accelerate", "safetensors", "compressed-tensors", "numpy", "datasets", "gguf")
 
 
@@ -42,6 +44,7 @@ def environment() -> dict:
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "packages": versions,
         "git_commit": _git_commit(),
+        "cpu_numerics": in_effect(),
     }
 
 

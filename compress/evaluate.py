@@ -1,8 +1,10 @@
 """Evaluate a model or checkpoint folder: zero-shot (lm-eval) and perplexity, with a results cache.
 
-Results are cached under <cache>/results/ per (weights fingerprint, task, limit, lm-eval version, task
+Results are cached under <cache>/results/v2/ per (weights fingerprint, task, limit, lm-eval version, task
 source), so re-running `compare` is instant; changed weights change the fingerprint and miss the cache.
-The fingerprint of a folder or file is the sha256 of its weight files; of a Hub model, of its loaded tensors.
+The fingerprint of a local folder or file is the sha256 of its weight files (whoever wrote the folder); of a Hub
+model, of its loaded tensors. Models load through compress.loading (via `load_model`), which refuses formats it
+cannot decode and incomplete or non-finite loads, so every cached result comes from the stored weights.
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ import torch
 from compress.assets import cache_dir, sha256_file
 from compress.config import EvalConfig
 from compress.errors import UserError
-from compress.export import load_checkpoint, weight_files
+from compress.export import INDEX_FILE, weight_files
 from compress.lm_tasks import PAPER_TASKS, check_tasks, hub_task_manager, offline_task_manager
+from compress.loading import check_format
 from compress.models import hub_reachable, load_model, resolve_model
 
+# v1 (no version folder) holds results of loads that could leave compressed Linears random (compressed-tensors
+# >= 0.20 with transformers' from_pretrained): never read them again. Bump when a loader fix changes results.
+CACHE_VERSION = "v2"
 TASK_SOURCES = ("auto", "embedded", "hub")
 
 
@@ -41,19 +47,20 @@ class Evaluated:
 
 
 def is_checkpoint_folder(path: Path) -> bool:
-    """A folder written by `python -m compress run` (it has report.json beside its safetensors)."""
+    """A folder written by `python -m compress run` (it has report.json beside its safetensors). Says who wrote the
+    folder (its card may be rewritten), not how to load it: loading follows config.json (compress/loading.py)."""
     return path.is_dir() and (path / "report.json").exists()
 
 
 def _weights_on_disk(model: str) -> list[Path]:
-    path = Path(model)
-    if is_checkpoint_folder(path):
-        return weight_files(path)
     source = resolve_model(model)
     if source.kind == "gguf":
         return [Path(source.location) / source.gguf_file]
     if source.kind == "local":
-        return sorted(Path(source.location).glob("*.safetensors")) or sorted(Path(source.location).glob("*.bin"))
+        folder = Path(source.location)
+        if (folder / "model.safetensors").exists() or (folder / INDEX_FILE).exists():
+            return weight_files(folder)  # what the index names, not every *.safetensors lying around
+        return sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
     return []
 
 
@@ -77,18 +84,13 @@ def tensors_fingerprint(model: torch.nn.Module) -> str:
 
 
 def load_for_eval(model: str, dtype: torch.dtype):
-    path = Path(model)
-    if is_checkpoint_folder(path):
-        m, tok = load_checkpoint(path, dtype)
-        if tok is None:
-            raise UserError(f"{path} has no tokenizer files; re-export the checkpoint")
-        return m, tok
+    """(model, tokenizer) through the one loader, whoever wrote the folder (report.json or not)."""
     m, tok, _ = load_model(model, dtype)
     return m, tok
 
 
 def _cache_file(fp: str, key: str) -> Path:
-    return cache_dir() / "results" / fp / f"{key}.json"
+    return cache_dir() / "results" / CACHE_VERSION / fp / f"{key}.json"
 
 
 def _read(fp: str, key: str):
@@ -138,6 +140,7 @@ def evaluate(
             d: f"ppl-{d}-seqlen{perplexity.seqlen}-windows{perplexity.max_windows or 'all'}-{dtype}"
             for d in perplexity.perplexity
         }
+    check_format(model)  # a garbage config.json or a format we cannot decode: one line, before any hashing
     fp = fingerprint(model)
     loaded = None
     if fp is None:  # Hub model: the tensors are the fingerprint

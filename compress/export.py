@@ -7,13 +7,16 @@ Per 2:4 weight `<module>.weight` of shape (rows, cols) the file holds (compresse
 A group with more than 2 zeros still keeps exactly 2 positions (its nonzeros first, then the lowest-index
 zeros), so every group has exactly 2 bits set, as the compressed-tensors compressor produces.
 config.json carries `quantization_config` with `sparsity_config` (compressed-tensors' Sparse24BitMaskConfig).
-The folder is written under a temporary name and renamed at the end.
+The folder is written under a temporary name and renamed at the end; the temporary folders of killed exports are
+removed by the next export to the same name, and a full disk is one line with the temporary folder removed.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -23,7 +26,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from compress.checkpoint_format import config_dict
 from compress.errors import UserError
+from compress.load_checks import non_persistent_buffers, refuse_incomplete, refuse_meta, tied_targets
 
 SHARD_BYTES = 5 * 1024**3
 INDEX_FILE = "model.safetensors.index.json"
@@ -82,8 +87,44 @@ def decompress_24(compressed: torch.Tensor, bitmask: torch.Tensor, shape: torch.
 
 
 # ---------------------------------------------------------------- folder I/O
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def remove_stale_siblings(out: Path) -> None:
+    """Remove `.{name}.tmp-<pid>` and `.{name}.old-<pid>` folders of exports whose process is gone (a killed export
+    leaves its temporary folder behind; hundreds of MB each). A stale `.old-` folder while `out` is missing is the
+    previous checkpoint of a swap killed half-way: it is put back as `out` rather than deleted."""
+    try:
+        siblings = sorted(out.parent.iterdir())
+    except OSError:  # no parent folder yet (nothing to clean) or not readable (the write will say so)
+        return
+    for kind in ("old", "tmp"):  # old first: a restored checkpoint must not be judged by its tmp sibling
+        prefix = f".{out.name}.{kind}-"
+        for p in siblings:
+            pid = p.name.removeprefix(prefix)
+            if not p.name.startswith(prefix) or not pid.isdigit() or int(pid) == os.getpid() or _pid_running(int(pid)):
+                continue
+            if kind == "old" and not out.exists() and p.is_dir():
+                os.replace(p, out)
+            elif p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
 def check_output_dir(out: Path, overwrite: bool) -> None:
-    """Fail early, before any work, when `out` exists and may not be replaced."""
+    """Fail early, before any work, when `out` exists and may not be replaced (after clearing what killed exports
+    left beside it, see `remove_stale_siblings`)."""
+    remove_stale_siblings(out)
     if out.exists() and not overwrite:
         raise UserError(f"output folder {out} already exists; pass --overwrite to replace it or choose another --out")
     if out.exists() and not out.is_dir():
@@ -130,6 +171,15 @@ def sparsity_config(model: nn.Module, compressed: set[str], ignore: list[str]) -
     return {"quant_method": "compressed-tensors", "format": "dense", "sparsity_config": sparse.model_dump()}
 
 
+def _disk_full(e: BaseException) -> bool:
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return True
+    text = str(e)  # safetensors reports the OS error inside its own exception's text
+    return isinstance(e, SafetensorError | OSError) and (
+        "No space left on device" in text or "StorageFull" in text or "os error 28" in text
+    )
+
+
 def save_checkpoint(
     model: nn.Module,
     tokenizer,
@@ -142,22 +192,24 @@ def save_checkpoint(
     quantization_config: dict | None = None,
 ) -> Path:
     """Write config, tokenizer, generation config, safetensors weights (2:4 modules compressed) and
-    `extra_files` (name -> text) into `out`, atomically."""
+    `extra_files` (name -> text) into `out`, atomically. A full disk gives one line; the temporary folder is
+    removed and an existing `out` is left as it was."""
     out = Path(out)
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite)  # also removes stale temporary folders of killed exports
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tensors = {}
+    for name, t in _state_dict_for_export(model).items():
+        module = name.removesuffix(".weight")
+        if name.endswith(".weight") and module in compress_24_modules:
+            for suffix, v in compress_24(t).items():
+                tensors[f"{module}.{suffix}"] = v
+        else:
+            tensors[name] = t.detach().cpu().contiguous()
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
     try:
-        tensors = {}
-        for name, t in _state_dict_for_export(model).items():
-            module = name.removesuffix(".weight")
-            if name.endswith(".weight") and module in compress_24_modules:
-                for suffix, v in compress_24(t).items():
-                    tensors[f"{module}.{suffix}"] = v
-            else:
-                tensors[name] = t.detach().cpu().contiguous()
+        tmp.mkdir()
         shards = _shards(tensors)
         if len(shards) == 1:
             save_file(shards[0], tmp / "model.safetensors", metadata={"format": "pt"})
@@ -167,7 +219,6 @@ def save_checkpoint(
                 fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
                 save_file(shard, tmp / fname, metadata={"format": "pt"})
                 weight_map.update({k: fname for k in shard})
-            total = sum(t.numel() * t.element_size() for t in tensors.values())
             (tmp / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
 
         config = model.config.to_dict()
@@ -189,12 +240,21 @@ def save_checkpoint(
         if out.exists():  # --overwrite: swap in the new folder, then remove the old one
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, old)
-            os.replace(tmp, out)
+            try:
+                os.replace(tmp, out)
+            except BaseException:
+                os.replace(old, out)  # the previous checkpoint stays where it was
+                raise
             shutil.rmtree(old)
         else:
             os.replace(tmp, out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if _disk_full(e):
+            raise UserError(
+                f"no space left on device writing {out} (needs about {max(1, round(total / 1e6))} MB); "
+                "free space and rerun"
+            ) from None
         raise
     return out
 
@@ -240,8 +300,7 @@ def read_config(folder: Path):
     """(transformers config without its `quantization_config`, that dict or None) of a checkpoint folder."""
     from transformers import AutoConfig
 
-    if not (folder / "config.json").exists():
-        raise UserError(f"{folder} has no config.json; pass a folder written by `python -m compress run`")
+    config_dict(folder)  # one line for a missing or garbage config.json
     try:
         config = AutoConfig.from_pretrained(folder)
     except Exception as e:  # noqa: BLE001
@@ -262,14 +321,21 @@ def build_model(folder: Path, config, state: dict[str, torch.Tensor], dtype: tor
         model = AutoModelForCausalLM.from_config(config, dtype=dtype or config.dtype)
     if replace is not None:
         replace(model)
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    if getattr(config, "tie_word_embeddings", False):
+    where = f"checkpoint {folder}"
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    tied = tied_targets(model)  # e.g. lm_head.weight -> model.embed_tokens.weight, stored once
+    computed = non_persistent_buffers(model)  # the model makes these itself; a stored copy is not "unexpected"
+    ignored = [re.compile(p) for p in getattr(model, "_keys_to_ignore_on_load_unexpected", None) or []]
+    missing = [k for k in expected if k not in state and not (k in tied and tied[k] in state)]
+    unexpected = [k for k in state if k not in expected and k not in computed and not any(p.search(k) for p in ignored)]
+    mismatched = [
+        (k, tuple(v.shape), expected[k]) for k, v in state.items() if k in expected and tuple(v.shape) != expected[k]
+    ]
+    refuse_incomplete(where, missing, unexpected, mismatched)
+    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False, assign=True)
+    if tied:
         model.tie_weights()
-        missing = [k for k in missing if not k.startswith("lm_head.")]
-    if missing or unexpected:
-        raise UserError(
-            f"checkpoint {folder} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}"
-        )
+    refuse_meta(model, where)  # a tie that did not happen, or a weight the state dict cannot name
     if dtype is not None:
         model.to(dtype)
     tokenizer = AutoTokenizer.from_pretrained(folder) if (folder / "tokenizer_config.json").exists() else None
@@ -277,7 +343,12 @@ def build_model(folder: Path, config, state: dict[str, torch.Tensor], dtype: tor
 
 
 def load_checkpoint(folder: str | Path, dtype: torch.dtype | None = None):
-    """(model on CPU in eval mode, tokenizer) from an exported folder; weights restored bit-exactly."""
+    """(model on CPU in eval mode, tokenizer or None) from a checkpoint folder, through the one loader
+    (compress/loading.py: format from config.json, weights restored bit-exactly, incomplete or non-finite refused)."""
+    from compress.loading import load
+
     folder = Path(folder)
-    config, _ = read_config(folder)
-    return build_model(folder, config, read_state_dict(folder), dtype)
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder; pass a checkpoint folder written by `python -m compress run`")
+    loaded = load(folder, dtype)
+    return loaded.model, loaded.tokenizer

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
+from compress.checkpoint_format import SPARSE_24, parse_config
 from compress.errors import UserError
-from compress.export import read_state_dict
+from compress.export import weight_files
 from prune.masks import satisfies_nm
 
 REPO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -22,24 +22,30 @@ def check_repo_id(repo: str) -> str:
     return repo
 
 
+def _ignored(module: str, ignore: list[str]) -> bool:
+    """compressed-tensors `ignore` semantics: exact module names, or `re:` regexes (llm-compressor writes those)."""
+    return any(re.match(p[3:], module) if p.startswith("re:") else p == module for p in ignore)
+
+
 def validate_folder(folder: Path) -> list[tuple[str, int]]:
-    """Check config, weights (decoded, 2:4 pattern), tokenizer and card; return (file, bytes) to upload."""
+    """Check config, weights (loaded as `eval` loads them: every 2:4 bitmask decoded and checked, nothing missing,
+    unexpected or non-finite), tokenizer and card; return (file, bytes) to upload."""
+    from compress.loading import load
+
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder; pass a checkpoint folder written by `python -m compress run`")
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except FileNotFoundError:
-        raise UserError(f"{folder} has no config.json") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{folder}/config.json is broken ({e})") from None
-    state = read_state_dict(folder)  # decodes and checks every 2:4 bitmask; clear errors on damaged files
-    sparsity = (config.get("quantization_config") or {}).get("sparsity_config") or {}
-    if sparsity.get("format") == "sparse-24-bitmask":
-        ignore = set(sparsity.get("ignore", []))
-        for name, t in state.items():
+    if not (folder / "config.json").exists():
+        raise UserError(f"{folder} has no config.json")
+    config = parse_config(folder / "config.json")
+    weight_files(folder)  # a folder without weights says so before the finer config checks
+    loaded = load(folder, None)
+    if loaded.format == SPARSE_24:
+        sparsity = (config.get("quantization_config") or {}).get("sparsity_config") or {}
+        ignore = list(sparsity.get("ignore", []))
+        for name, t in loaded.model.state_dict().items():
             module = name.removesuffix(".weight")
-            if name.endswith(".weight") and t.dim() == 2 and module not in ignore and "embed" not in name:
+            if name.endswith(".weight") and t.dim() == 2 and not _ignored(module, ignore) and "embed" not in name:
                 if not satisfies_nm(t, 2, 4):
                     raise UserError(f"{folder}: {module} is declared 2:4 but is not; re-export the checkpoint")
     if not any((folder / f).exists() for f in TOKENIZER_FILES):

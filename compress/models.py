@@ -1,4 +1,5 @@
-"""Model loading: aliases, Hub ids, local folders and GGUF files, with one clear message on failure."""
+"""Model names: aliases, Hub ids, local folders and GGUF files; `load_model` for the pipeline (compress/loading.py
+is the one loader behind it)."""
 
 from __future__ import annotations
 
@@ -87,30 +88,15 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def load_model(name: str, dtype: torch.dtype):
-    """Load (model on CPU in eval mode, tokenizer, source). Layers move to the compute device one at a time."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Load (model on CPU in eval mode, tokenizer, source) through the one loading entry point
+    (compress/loading.py: format from config.json, decoded bit-exactly, refused when incomplete or non-finite).
+    Layers move to the compute device one at a time."""
+    from compress.loading import load
 
-    source = resolve_model(name)
-    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
-    online = source.kind != "hub" or hub_reachable()
-    if not online:
-        kwargs["local_files_only"] = True  # no network: the local Hugging Face cache only
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype, **kwargs)
-    except Exception as e:  # noqa: BLE001 - every loader failure becomes one actionable line
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        if source.kind == "hub":
-            hub = "the Hub" if online else "the Hub (unreachable: no network), then the local cache"
-            raise UserError(
-                f"could not load {source.describe()} ({reason}). Tried: alias table, local folder "
-                f"./{source.location} (absent), {hub}. Fix: check the id; for gated models (Llama) accept "
-                "the license and run `hf auth login`; offline, set HF_HUB_OFFLINE=1 with a cache in HF_HOME "
-                "that holds it, or pass a local folder or .gguf file"
-            ) from None
-        raise UserError(f"could not load {source.describe()} ({reason})") from None
-    model.eval()
-    return model, tokenizer, source
+    loaded = load(name, dtype)
+    if loaded.tokenizer is None:
+        raise UserError(f"{loaded.source.describe()} has no tokenizer files; re-export the checkpoint or add them")
+    return loaded.model, loaded.tokenizer, loaded.source
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:

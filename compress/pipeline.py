@@ -15,6 +15,7 @@ from torch import nn
 from compress.card import write_card
 from compress.config import PruneConfig, RunConfig, to_dict
 from compress.data import calibration_windows, load_calibration_corpus, perplexity_text
+from compress.devices import resolve_device
 from compress.environment import environment, peak_memory
 from compress.errors import UserError
 from compress.export import check_output_dir, save_checkpoint
@@ -26,15 +27,6 @@ from prune import NM, make_stats, prune_weight
 from prune.owl import outlier_ratio, owl_sparsities
 from prune.stats import ActNormSq
 from prune.wanda import wanda_scores
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} asked for, but no CUDA device is available; use --device cpu")
-    return device
 
 
 class Timer(dict):

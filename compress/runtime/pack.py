@@ -8,17 +8,17 @@ with better values) and which modules hold which format. `load_packed` rebuilds 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
+from compress.checkpoint_format import PACKED_24, folder_format
 from compress.errors import UserError
 from compress.export import build_model, check_output_dir, read_config, read_state_dict, save_checkpoint
 from compress.runtime import format24
 from compress.runtime.linear import Sparse24Linear
 
-QUANT_METHOD = "llm-compress-2of4"
+QUANT_METHOD = PACKED_24
 BUFFERS = ("meta", "values", "qweight", "scales", "bias")
 
 
@@ -46,10 +46,8 @@ def pack(folder: str | Path, out: str | Path, int4: bool = False, overwrite: boo
 
 
 def is_packed(folder: Path) -> bool:
-    cfg = folder / "config.json"
-    if not cfg.exists():
-        return False
-    return json.loads(cfg.read_text()).get("quantization_config", {}).get("quant_method") == QUANT_METHOD
+    """Whether `folder` holds a packed checkpoint (one line, not a traceback, for a garbage config.json)."""
+    return (Path(folder) / "config.json").exists() and folder_format(Path(folder)) == QUANT_METHOD
 
 
 def load_packed(folder: str | Path, dtype: torch.dtype | None = None):
@@ -58,12 +56,20 @@ def load_packed(folder: str | Path, dtype: torch.dtype | None = None):
     config, qc = read_config(folder)
     if qc.get("version") != 1:
         raise UserError(f"{folder}: {QUANT_METHOD} version {qc.get('version')} is not supported; re-pack it")
+    lists = [qc.get("bf16_modules"), qc.get("int4_modules")]
+    if not all(isinstance(x, list) and all(isinstance(n, str) for n in x) for x in lists):
+        raise UserError(f"{folder}/config.json: {QUANT_METHOD} needs bf16_modules and int4_modules lists; re-pack it")
     state = read_state_dict(folder)
-    names = qc["bf16_modules"] + qc["int4_modules"]
+    names = lists[0] + lists[1]
 
     def replace(model):
         for name in names:
-            lin = model.get_submodule(name)
+            try:
+                lin = model.get_submodule(name)
+            except AttributeError:
+                raise UserError(
+                    f"{folder}: packed module {name} is not in the model of its config; re-pack it"
+                ) from None
             kw = {b: state[f"{name}.{b}"] for b in BUFFERS if f"{name}.{b}" in state}
             n, k = lin.out_features, lin.in_features
             expect = {"meta": (n, k // 32), "values": (n, k // 2), "qweight": (n, k // 16), "scales": (n, k // 128)}
