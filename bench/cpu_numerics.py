@@ -10,7 +10,6 @@ Writes bench/cpu_numerics.json; `python bench/render.py` puts it into BENCHMARKS
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -101,16 +100,17 @@ def main() -> None:
             r = {"a": a, "b": b, **compare(folder / f"{a}.safetensors", folder / f"{b}.safetensors")}
             pairs.append(r)
             print(r, flush=True)
-    from bench.render import run_meta
+    from bench.render import run_meta, save
 
-    result = {
-        "meta": run_meta(),
-        "setup": {"model": "smollm2-135m", "method": "wanda 2:4", "nsamples": args.nsamples, "seqlen": args.seqlen},
-        "variants": variants,
-        "pairs": pairs,
-    }
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    save(
+        args.json,
+        {
+            "meta": run_meta(),
+            "setup": {"model": "smollm2-135m", "method": "wanda 2:4", "nsamples": args.nsamples, "seqlen": args.seqlen},
+            "variants": variants,
+            "pairs": pairs,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -572,6 +572,28 @@ def save(path: Path, results: dict) -> None:
     print(f"wrote {path} and BENCHMARKS.md")
 
 
+def _cpu_numerics(d: dict) -> list[str]:
+    """Mask agreement between CPU numerics settings (bench/cpu_numerics.py)."""
+    m, s, v = d["meta"], d["setup"], d["variants"]
+    lines = [
+        "## CPU numerics (issue #12): does a CPU checkpoint depend on the machine?",
+        "",
+        f"Command: `{m['command']}` — machine: {m['machine']} — date: {m['date']}.",
+        f"{s['model']}, {s['method']}, `olmo-mix` {s['nsamples']} × {s['seqlen']}, fp32; each variant in a fresh "
+        "process. An AVX2-only machine is emulated by `MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2`; "
+        "`pinned` is what `python -m compress` sets (compress/cpu_numerics.py).",
+        "",
+        "| variant A | variant B | mask entries that differ | first Linear that differs |",
+        "|---|---|---:|---|",
+    ]
+    for p in d["pairs"]:
+        share = f"{p['differ']:,} of {p['total']:,} ({p['differ'] / p['total']:.2%})"
+        lines.append(f"| {p['a']} | {p['b']} | {share} | {p['first_layer_that_differs'] or '—'} |")
+    lines += ["", "| variant | threads | ATen kernels | prune time (s) |", "|---|---:|---|---:|"]
+    lines += [f"| {name} | {r['threads']} | {r['aten']} | {r['prune_s']:.1f} |" for name, r in v.items()]
+    return lines + [""]
+
+
 def render() -> str:
     lines = [
         "# Benchmarks",
@@ -625,6 +647,9 @@ def render() -> str:
         gpu = json.loads(pr_gpu.read_text()) if pr_gpu.exists() else None
         cpu = json.loads(pr_cpu.read_text()) if pr_cpu.exists() else {}
         lines += _pruning(gpu, cpu if "calibration" in cpu else None)
+    cn = ROOT / "bench/cpu_numerics.json"
+    if cn.exists():
+        lines += _cpu_numerics(json.loads(cn.read_text()))
     rt = ROOT / "bench/runtime.json"
     if rt.exists():
         lines += _runtime(json.loads(rt.read_text()))

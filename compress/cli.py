@@ -99,16 +99,6 @@ def _summary(report: dict, out: Path) -> str:
     return "\n".join(lines)
 
 
-def _check_calibration_file(recipe) -> None:
-    """Read a local calibration file now, so that a bad one fails before the model loads (it is small)."""
-    from compress.config import CALIBRATION_DATASETS
-    from compress.data import read_local_corpus
-
-    dataset = recipe.calibration.dataset
-    if recipe.prune is not None and dataset not in CALIBRATION_DATASETS:
-        read_local_corpus(Path(dataset))
-
-
 def _run(args) -> None:
     from compress.config import RunConfig, load_recipe, override
     from compress.devices import resolve_device
@@ -129,7 +119,6 @@ def _run(args) -> None:
         checkpoint_every_s=args.checkpoint_every,
     )
     resolve_device(cfg.device)  # bad input fails here, in a second, not after the model has loaded
-    _check_calibration_file(recipe)
     report = run(cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress, log=_log)
     print(_summary(report, args.out))
 

@@ -171,7 +171,8 @@ def sparsity_config(model: nn.Module, compressed: set[str], ignore: list[str]) -
     return {"quant_method": "compressed-tensors", "format": "dense", "sparsity_config": sparse.model_dump()}
 
 
-def _disk_full(e: BaseException) -> bool:
+def disk_full(e: BaseException) -> bool:
+    """Whether a write failed for lack of space (OSError ENOSPC, or safetensors' error that wraps it)."""
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:
         return True
     text = str(e)  # safetensors reports the OS error inside its own exception's text
@@ -250,7 +251,7 @@ def save_checkpoint(
             os.replace(tmp, out)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if _disk_full(e):
+        if disk_full(e):
             raise UserError(
                 f"no space left on device writing {out} (needs about {max(1, round(total / 1e6))} MB); "
                 "free space and rerun"

@@ -161,6 +161,10 @@ def run(cfg: RunConfig, out: Path, overwrite: bool = False, progress: bool = Tru
     timer = Timer()
     report: dict = {"config": to_dict(cfg), "environment": environment(), "device": str(device)}
 
+    corpus = None
+    if recipe.prune is not None:  # before the model: a bad calibration file fails in a second
+        with timer("calibration_data"):
+            corpus = load_calibration_corpus(recipe.calibration.dataset)
     with timer("load_model"):
         model, tokenizer, source = load_model(cfg.model, dtype)
     report["model"] = {
@@ -176,10 +180,8 @@ def run(cfg: RunConfig, out: Path, overwrite: bool = False, progress: bool = Tru
     if recipe.prune is not None:
         cal = recipe.calibration
         seqlen = min(cal.seqlen, context_length(model) or cal.seqlen)
-        with timer("calibration_data"):
-            windows = calibration_windows(
-                load_calibration_corpus(cal.dataset), tokenizer, cal.nsamples, seqlen, cal.seed
-            )
+        with timer("calibration_windows"):
+            windows = calibration_windows(corpus, tokenizer, cal.nsamples, seqlen, cal.seed)
         report["calibration"] = {"dataset": cal.dataset, "nsamples": cal.nsamples, "seqlen": seqlen, "seed": cal.seed}
         key = run_key(cfg.model, to_dict(recipe), str(dtype), windows)
         checkpoint = LayerwiseCheckpoint(out.with_name(f".{out.name}.partial"), key, cfg.checkpoint_every_s)

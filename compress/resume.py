@@ -12,7 +12,6 @@ On load every file's recorded key and index are checked against the folder it si
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -26,6 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from compress.errors import UserError
+from compress.export import disk_full
 
 STEP_RE = re.compile(r"step-(\d{4,})")
 
@@ -188,7 +188,7 @@ class LayerwiseCheckpoint:
             need = sum(t.numel() * t.element_size() for t in hidden) + sum(
                 t.numel() * t.element_size() for d in finished_layers.values() for t in d.values()
             )
-            if isinstance(e, OSError) and e.errno != errno.ENOSPC and "No space" not in str(e):
+            if not disk_full(e):
                 raise UserError(f"could not write the resume checkpoint in {self.folder} ({e})") from None
             raise UserError(
                 f"no space left on device writing the resume checkpoint in {self.folder} (needs about "

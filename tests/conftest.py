@@ -8,18 +8,20 @@ if not torch.cuda.is_available():  # Triton's CPU interpreter for the 2:4 kernel
 
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
+# The dimensions of every tiny random model in the tests (any architecture's config takes these keys).
+TINY_DIMS = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=128,
+    max_position_embeddings=256,
+)
+
 
 def tiny_llama(seed: int = 0, hidden: int = 64, layers: int = 2) -> LlamaForCausalLM:
-    config = LlamaConfig(
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=128,
-        max_position_embeddings=256,
-        tie_word_embeddings=False,
-    )
+    dims = dict(TINY_DIMS, hidden_size=hidden, intermediate_size=2 * hidden)
+    config = LlamaConfig(**dims, num_hidden_layers=layers, tie_word_embeddings=False)
     torch.manual_seed(seed)
     return LlamaForCausalLM(config).eval()
 

@@ -14,18 +14,10 @@ import transformers
 from compress.errors import UserError
 from compress.layerwise import capture_layer_inputs, run_layerwise
 from compress.models import decoder_layers
+from tests.conftest import TINY_DIMS
 
 WINDOW, SEQ, LAYERS = 8, 24, 7  # window smaller than the sequence; Gemma-3's 6th layer is its global one
-COMMON = dict(
-    hidden_size=64,
-    intermediate_size=128,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=16,
-    vocab_size=128,
-    max_position_embeddings=256,
-    num_hidden_layers=LAYERS,
-)
+COMMON = dict(TINY_DIMS, head_dim=16, num_hidden_layers=LAYERS)
 ARCHS = {
     "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
     "mistral": ("MistralConfig", "MistralForCausalLM", {"sliding_window": WINDOW}),

@@ -21,7 +21,7 @@ from compress.export import save_checkpoint
 from compress.models import load_model
 from prune.config import NM
 from prune.magnitude import magnitude_mask
-from tests.conftest import tiny_llama
+from tests.conftest import TINY_DIMS, tiny_llama
 
 RECIPE = str(Path(__file__).resolve().parents[1] / "recipes" / "wanda-2of4.yaml")
 
@@ -41,16 +41,7 @@ def tiny_qwen2(seed: int = 0):
     """A second architecture: Qwen2 has biases on q/k/v, so the 2:4 decode must keep them too."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    config = Qwen2Config(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=128,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-    )
+    config = Qwen2Config(**TINY_DIMS, num_hidden_layers=2, tie_word_embeddings=True)
     torch.manual_seed(seed)
     return Qwen2ForCausalLM(config).eval()
 
