@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from compress.checkpoint_format import SPARSE_24, config_dict
+from compress.checkpoint_format import SPARSE_24, parse_config
 from compress.errors import UserError
 from compress.export import weight_files
 from prune.masks import satisfies_nm
@@ -35,7 +35,9 @@ def validate_folder(folder: Path) -> list[tuple[str, int]]:
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder; pass a checkpoint folder written by `python -m compress run`")
-    config = config_dict(folder)
+    if not (folder / "config.json").exists():
+        raise UserError(f"{folder} has no config.json")
+    config = parse_config(folder / "config.json")  # JSON only: a folder without weights says so first
     weight_files(folder)  # a folder without weights says so before the finer config checks
     loaded = load(folder, None)
     if loaded.format == SPARSE_24:
