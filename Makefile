@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 
 MODEL ?= smollm2-135m
-RECIPE ?= recipes/wanda-2of4.yaml
+# a packaged recipe name (`.venv/bin/llm-compress recipes`) or a path to a YAML file
+RECIPE ?= wanda-2of4
 OUT ?= out/$(MODEL)-$(basename $(notdir $(RECIPE)))
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 # Without a GPU the default job uses a smaller calibration and 16 perplexity windows (labelled in report.json).
@@ -40,7 +41,7 @@ eval: setup
 
 # dense baseline and the default checkpoint are made on first use; add more with CHECKPOINTS="name=dir ..."
 compare: setup
-	test -d $(DENSE_OUT) || $(PY) -m compress run --model $(MODEL) --recipe recipes/dense.yaml --out $(DENSE_OUT) $(CPU_ARGS)
+	test -d $(DENSE_OUT) || $(PY) -m compress run --model $(MODEL) --recipe dense --out $(DENSE_OUT) $(CPU_ARGS)
 	test -d $(OUT) || $(MAKE) compress
 	$(PY) -m compress compare dense=$(DENSE_OUT) $(basename $(notdir $(RECIPE)))=$(OUT) $(CHECKPOINTS) $(EVAL_ARGS) --out out/compare
 

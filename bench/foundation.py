@@ -9,15 +9,19 @@ Parts:
 
 from __future__ import annotations
 
-import copy
-import json
 import sys
-import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.numerics import pin_like_the_commands  # noqa: E402
+
+pin_like_the_commands()  # before torch loads: the CPU figures are the machine-independent ones `make compress` gives
+
+import copy  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
 
 from bench.render import common_args, llama2_7b_shaped, run_meta, save  # noqa: E402
 from compress.config import EvalConfig, PruneConfig  # noqa: E402

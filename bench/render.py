@@ -554,6 +554,7 @@ def run_meta() -> dict:
     import shlex
     import sys
 
+    from compress.cpu_numerics import in_effect
     from compress.environment import environment
 
     gpu = environment()["cuda_device"] or "no GPU"
@@ -561,6 +562,7 @@ def run_meta() -> dict:
         "date": datetime.date.today().isoformat(),
         "command": shlex.join(["python", *sys.argv]),
         "machine": f"{gpu}, {os.cpu_count()} CPU cores, {platform.machine()}",
+        "cpu_numerics": in_effect(),  # pinned (bench/numerics.py) or native, and the instruction set ATen uses
     }
 
 

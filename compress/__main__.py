@@ -4,4 +4,4 @@ pin()  # before torch loads: CPU results independent of the machine's instructio
 
 from compress.cli import main  # noqa: E402
 
-raise SystemExit(main())
+raise SystemExit(main(prog="python -m compress"))

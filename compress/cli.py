@@ -1,4 +1,4 @@
-"""Command line: `python -m compress run --model M --recipe R --out DIR`."""
+"""Command line: `llm-compress run --model M --recipe R --out DIR` (also `python -m compress ...`)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,22 @@ from compress.lm_tasks import PAPER_TASKS
 NOTHING_KEPT = "nothing was kept; rerun the same command to start again"
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m compress", description="Compress an LLM: calibrate, prune, evaluate, export."
-    )
+PROG = "llm-compress"  # the console script; `python -m compress` passes its own name
+
+
+def _parser(prog: str = PROG) -> argparse.ArgumentParser:
+    from compress.config import DEFAULT_RECIPE
+
+    p = argparse.ArgumentParser(prog=prog, description="Compress an LLM: calibrate, prune, evaluate, export.")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run a recipe on a model and write a checkpoint folder")
     r.add_argument("--model", default="smollm2-135m", help="alias, Hub id, local folder or .gguf file")
-    r.add_argument("--recipe", default="recipes/wanda-2of4.yaml", help="YAML recipe (see compress/config.py)")
+    r.add_argument(
+        "--recipe",
+        default=DEFAULT_RECIPE,
+        help=f"a packaged recipe's name (`{prog} recipes` lists them) or a YAML file (schema: compress/config.py); "
+        "an existing path wins (default: %(default)s)",
+    )
     r.add_argument("--out", required=True, type=Path, help="output folder (must not exist unless --overwrite)")
     r.add_argument("--nsamples", type=int, help="calibration samples (overrides the recipe)")
     r.add_argument("--seqlen", type=int, help="calibration tokens per sample (overrides the recipe)")
@@ -76,7 +84,17 @@ def _parser() -> argparse.ArgumentParser:
     k2.add_argument("--out", required=True, type=Path)
     k2.add_argument("--int4", action="store_true", help="kept values as symmetric int4, group 128, round to nearest")
     k2.add_argument("--overwrite", action="store_true")
+    sub.add_parser("recipes", help="list the packaged recipes (usable as --recipe NAME)")
     return p
+
+
+def _recipes() -> str:
+    from compress.config import RECIPES_DIR, packaged_recipes, recipe_description
+
+    shipped = packaged_recipes()
+    width = max(map(len, shipped), default=0)
+    lines = [f"{name:<{width}}  {recipe_description(path)}" for name, path in shipped.items()]
+    return "\n".join([*lines, f"(YAML files in {RECIPES_DIR}; copy one to make your own and pass its path)"])
 
 
 def _summary(report: dict, out: Path) -> str:
@@ -208,8 +226,8 @@ def _compare(args, named: list[tuple[str, str]]) -> None:
     print("cached: " + "; ".join(f"{r.name}: {len(r.cached)} results" for r in results))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = _parser(prog).parse_args(argv)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
         if args.cmd == "run":
@@ -222,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
                 name, sep, model = item.partition("=")
                 named.append((name, model) if sep else (Path(item).name, item))
             _compare(args, named)
+        elif args.cmd == "recipes":
+            print(_recipes())
         elif args.cmd == "card":
             from compress.card import write_card
 

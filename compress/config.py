@@ -291,14 +291,47 @@ def recipe_from_dict(data: dict) -> Recipe:
     return _build(Recipe, data, "")
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    path = Path(path)
-    if not path.exists():
-        shipped = Path(__file__).resolve().parent.parent / "recipes" / path.name
-        if shipped.exists():
-            path = shipped
-        else:
-            raise UserError(f"recipe {path} not found; pass a YAML file such as recipes/wanda-2of4.yaml")
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # shipped in the wheel as package data
+DEFAULT_RECIPE = "wanda-2of4"
+
+
+def packaged_recipes() -> dict[str, Path]:
+    """The recipes that ship with the package: name (file stem) -> file."""
+    return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml"))}
+
+
+def recipe_description(path: Path) -> str:
+    """A recipe's one-line description: its first comment line."""
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+        if line.strip():
+            break
+    return ""
+
+
+def resolve_recipe(spec: str | Path) -> Path:
+    """The YAML file `--recipe` means: an existing path wins; else a packaged recipe's name (`wanda-2of4`,
+    also `wanda-2of4.yaml` and the old in-repo `recipes/wanda-2of4.yaml`); else a UserError listing the names."""
+    path = Path(spec)
+    if path.is_dir():
+        raise UserError(f"recipe {spec} is a folder; pass a YAML file or a packaged recipe name")
+    if path.exists():
+        return path
+    shipped = packaged_recipes()
+    if len(path.parts) == 1 or path.parent == Path("recipes"):  # a name, or where the recipes used to live
+        name = path.name.removesuffix(".yaml").removesuffix(".yml")
+        if name in shipped:
+            return shipped[name]
+    raise UserError(
+        f"recipe {str(spec)!r} not found: no such file and no packaged recipe of that name "
+        f"(packaged: {', '.join(shipped)}; `llm-compress recipes` describes them)"
+    )
+
+
+def load_recipe(spec: str | Path) -> Recipe:
+    """Load a recipe from a YAML path or a packaged recipe name (see `resolve_recipe`)."""
+    path = resolve_recipe(spec)
     try:
         data = yaml.safe_load(path.read_text()) or {}
         return recipe_from_dict(data)

@@ -14,7 +14,7 @@ from compress.pipeline import check_prunable, prunable_linears
 def test_every_shipped_recipe_is_valid():
     from pathlib import Path
 
-    for f in sorted(Path("recipes").glob("*.yaml")):
+    for f in sorted(Path("compress/recipes").glob("*.yaml")):
         r = load_recipe(f)
         assert r.prune is None or r.prune.spec is not None
 
@@ -25,7 +25,7 @@ def test_shipped_recipes_load():
         ("wanda-50", "wanda", "unstructured"),
         ("magnitude-2of4", "magnitude", "2:4"),
     ]:
-        r = load_recipe(f"recipes/{name}.yaml")
+        r = load_recipe(f"compress/recipes/{name}.yaml")
         assert (r.prune.method, r.prune.pattern, r.calibration.nsamples, r.calibration.seqlen) == (
             method,
             pattern,

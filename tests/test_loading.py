@@ -23,7 +23,7 @@ from prune.config import NM
 from prune.magnitude import magnitude_mask
 from tests.conftest import TINY_DIMS, tiny_llama
 
-RECIPE = str(Path(__file__).resolve().parents[1] / "recipes" / "wanda-2of4.yaml")
+RECIPE = str(Path(__file__).resolve().parents[1] / "compress" / "recipes" / "wanda-2of4.yaml")
 
 
 def char_tokenizer():

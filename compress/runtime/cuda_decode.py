@@ -13,9 +13,11 @@ from pathlib import Path
 
 import torch
 
-from compress.runtime.build import build_cuda, loads, operand_problems
+from compress.runtime.build import build_cuda, build_error, operand_problems
 
 SRC = Path(__file__).with_name("csrc") / "sparse24_gemv.cu"
+WHAT = "the CUDA 2:4 decode kernel"
+KERNEL = f"{WHAT} ({SRC.name})"  # as reported when it cannot be used
 MAX_M = 8
 # (rows per warp, warps per block, x staged in shared memory)
 LAUNCHES = [(r, w, sm) for sm in (1, 0) for r in (1, 2, 4) for w in (4, 8)]
@@ -27,16 +29,23 @@ _launch: dict[tuple, tuple[int, int, int]] = {}  # (N, K, int4, M) -> launch, fi
 def load() -> ctypes.CDLL:
     """Build (once per source, toolkit and GPU architecture) and load the kernel library."""
     ptr, i32 = ctypes.c_void_p, ctypes.c_int
-    return build_cuda(SRC, "the CUDA 2:4 decode kernel", {
+    return build_cuda(SRC, WHAT, {
         "s24_gemv": ([ptr] * 5 + [i32] * 7 + [ptr], i32),
         "s24_error_string": ([i32], ctypes.c_char_p),
     })  # fmt: skip
 
 
 @lru_cache(maxsize=1)
+def unavailable() -> str | None:
+    """Why the kernel cannot run here, or None when it is built and loaded (tried once per process: a failed
+    build is not retried per layer). `linear.check_kernels` reports it, with the path used instead."""
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    return build_error(load)
+
+
 def available() -> bool:
-    """The kernel is built (once: a failed build is not retried per layer)."""
-    return loads(load)
+    return unavailable() is None
 
 
 def check(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None, meta: torch.Tensor, int4: bool) -> None:

@@ -14,9 +14,11 @@ from pathlib import Path
 import torch
 
 from compress.runtime import mma_layout
-from compress.runtime.build import build_cuda, loads, operand_problems
+from compress.runtime.build import build_cuda, build_error, operand_problems
 
 SRC = Path(__file__).with_name("csrc") / "sparse24_mma.cu"
+WHAT = "the tensor-core 2:4 kernel"
+KERNEL = f"{WHAT} ({SRC.name})"  # as reported when it cannot be used
 MAX_M = 64
 WARPS = (4, 8)
 ROWS = (1, 2, 4)  # 16-row tiles per block, sharing each x fragment; rows * ceil(M / 8) <= 8
@@ -45,7 +47,7 @@ def tuned_launch(n: int, k: int, int4: bool, m: int) -> tuple[int, int]:
 @lru_cache(maxsize=1)
 def load() -> ctypes.CDLL:
     ptr, i32 = ctypes.c_void_p, ctypes.c_int
-    return build_cuda(SRC, "the tensor-core 2:4 kernel", {
+    return build_cuda(SRC, WHAT, {
         "s24_mma": ([ptr] * 5 + [i32] * 6 + [ptr], i32),
         "s24_mma_probe": ([ptr] * 5, i32),
         "s24_mma_error_string": ([i32], ctypes.c_char_p),
@@ -53,12 +55,20 @@ def load() -> ctypes.CDLL:
 
 
 @lru_cache(maxsize=1)
+def unavailable() -> str | None:
+    """Why the kernel cannot run here, or None when it is built (tried once per process: a failed build is not
+    retried per layer) for a GPU that has `mma.sp` with ordered metadata (sm_80 or newer; nvcc of CUDA 12.5 or
+    newer). `linear.check_kernels` reports it, with the path used instead."""
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    major, minor = torch.cuda.get_device_capability()
+    if (major, minor) < (8, 0):
+        return f"it needs sm_80 or newer (mma.sp with ordered metadata), this GPU is sm_{major}{minor}"
+    return build_error(load)
+
+
 def available() -> bool:
-    """The kernel is built (once: a failed build is not retried per layer) for a GPU that has `mma.sp` with
-    ordered metadata (sm_80 or newer; nvcc of CUDA 12.5 or newer)."""
-    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 0):
-        return False
-    return loads(load)
+    return unavailable() is None
 
 
 def fragments(meta: torch.Tensor, values: torch.Tensor | None, qweight: torch.Tensor | None,

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
-from compress.runtime.build import build_and_load, cuda_home
+from compress.runtime.build import build_and_load, cuda_home, report_unavailable
 
 SRC = Path(__file__).with_name("csrc") / "cslt_shim.cpp"
+KERNEL = f"the cached-plan cuSPARSELt shim ({SRC.name})"  # as reported when it cannot be used
 DTYPE_CODE = {torch.bfloat16: 0, torch.float16: 1}
 PAD_M = 16
 
@@ -174,11 +175,10 @@ class TorchCslt:
 
 @lru_cache(maxsize=1)
 def backend():
-    """The prefill backend: the cached-plan shim, else torch's per-call cuSPARSELt (with a warning)."""
+    """The prefill backend: the cached-plan shim, else torch's per-call cuSPARSELt (reported once, with why)."""
     try:
         return Plans()
     except (RuntimeError, OSError) as e:
-        import warnings
-
-        warnings.warn(f"cached-plan cuSPARSELt unavailable ({e}); using torch._cslt_sparse_mm", stacklevel=2)
+        fallback = "cuSPARSELt calls use torch._cslt_sparse_mm instead (descriptors and plan rebuilt on every call)"
+        report_unavailable(KERNEL, str(e).strip() or type(e).__name__, fallback)
         return TorchCslt()

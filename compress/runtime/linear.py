@@ -9,7 +9,8 @@ positions), computing on it directly. Path by device, M (tokens in the call) and
                                 search, kept on each layer); before a search: cuda, then mma, where they apply,
                                 else triton for int4 and cuSPARSELt for bf16.
 `prepare_gpu()` makes the cuSPARSELt form (from the dequantised weight) and the fragment-ordered copy (from the
-packed values, or int4 nibbles and scales, as stored) on the GPU and builds the CUDA kernels. Under
+packed values, or int4 nibbles and scales, as stored) on the GPU and builds the CUDA kernels; a kernel that
+cannot be built is reported once (`check_kernels`: which, why, and the path its calls take instead). Under
 torch.compile the layer calls one opaque custom op (`llm_compress::sparse24_mm`), so the compiler fuses the
 surrounding element-wise work and leaves the sparse matmul to our kernels.
 """
@@ -24,6 +25,25 @@ from compress.runtime import format24
 DECODE_MAX_M = 64
 CUDA_MAX_M = 8  # the CUDA GEMV's largest M (compress/runtime/cuda_decode.py)
 MMA_MAX_M = 64  # the tensor-core kernel's largest M (compress/runtime/cuda_mma.py)
+
+
+def check_kernels(int4: bool) -> tuple[bool, bool]:
+    """(CUDA GEMV usable, tensor-core kernel usable) on this machine, building them on first use. Each that is not
+    is reported once per process (build.report_unavailable, a KernelUnavailableWarning) with the reason and the
+    path its calls take instead (before `choose_paths`; that search then picks the fastest remaining path)."""
+    from compress.runtime import cuda_decode, cuda_mma
+    from compress.runtime.build import report_unavailable
+
+    gemv, mma = cuda_decode.unavailable(), cuda_mma.unavailable()
+    rest = "Triton" if int4 else "cuSPARSELt"  # `path`'s order after the two CUDA kernels
+    later = " (or the fastest remaining path once choose_paths has measured)"
+    if gemv is not None:
+        instead = "the tensor-core 2:4 kernel" if mma is None else rest
+        report_unavailable(cuda_decode.KERNEL, gemv, f"calls of 1-{CUDA_MAX_M} tokens use {instead} instead{later}")
+    if mma is not None:
+        span = f"{CUDA_MAX_M + 1}-{MMA_MAX_M}" if gemv is None else f"1-{MMA_MAX_M}"
+        report_unavailable(cuda_mma.KERNEL, mma, f"calls of {span} tokens use {rest} instead{later}")
+    return gemv is None, mma is None
 
 
 def sparse24_mm(x2, w, scales, meta, cslt, n: int, int4: bool, path: str, launch=None) -> torch.Tensor:
@@ -139,13 +159,14 @@ class Sparse24Linear(nn.Module):
     def prepare_gpu(self) -> None:
         """Build the cuSPARSELt form and the tensor-core kernel's fragment-ordered copy on this layer's GPU, and
         the CUDA kernels (call after `.to('cuda')`)."""
-        from compress.runtime import cuda_decode, cuda_mma
+        from compress.runtime import cuda_mma
         from compress.runtime.cusparselt import backend
 
         self.cslt = backend().compress(self.dense_weight())
         readable = self.value_dtype == torch.bfloat16 and self.in_features % 128 == 0  # by both CUDA kernels
-        self.cuda_gemv = readable and cuda_decode.available()
-        if readable and cuda_mma.available():
+        gemv, mma = check_kernels(self.int4) if readable else (False, False)
+        self.cuda_gemv = gemv
+        if mma:
             self.mma_a, self.mma_e, self.mma_s = cuda_mma.fragments(self.meta, self.values, self.qweight, self.scales)
 
     def can(self, path: str, m: int, dtype: torch.dtype) -> bool:

@@ -4,6 +4,12 @@
 gets `quantization_config = {"quant_method": "llm-compress-2of4", ...}` documenting the layout (format24.LAYOUT),
 the int4 scheme (symmetric, group 128, round to nearest — a later quantization stage fills the same layout
 with better values) and which modules hold which format. `load_packed` rebuilds the model from it.
+
+Version 2 adds a guard: every packed module also stores an empty `<module>.weight` (0 bytes). transformers
+without this package does not know `llm-compress-2of4`, warns "Unknown quantization type ... we will skip the
+quantization" and would otherwise build a plain model with *random* Linear weights; the guard's shape differs
+from the dense weight's, so that load stops with transformers' size-mismatch error instead. With
+`import compress`, compress/hf_quantizer.py builds the layers (guard included) and the load is exact.
 """
 
 from __future__ import annotations
@@ -19,14 +25,21 @@ from compress.runtime import format24
 from compress.runtime.linear import Sparse24Linear
 
 QUANT_METHOD = PACKED_24
+VERSION = 2  # 1: no guard tensors (still read)
 BUFFERS = ("meta", "values", "qweight", "scales", "bias")
+GUARD = "weight"  # the empty guard tensor's name in each packed module (see above)
+
+
+def add_guard(module: Sparse24Linear) -> None:
+    """Give a packed layer its empty `weight` buffer (written by pack, loaded by from_pretrained)."""
+    module.register_buffer(GUARD, torch.zeros(0, dtype=torch.uint8, device=module.meta.device))
 
 
 def quantization_config(model) -> dict:
     mods = {n: m for n, m in model.named_modules() if isinstance(m, Sparse24Linear)}
     return {
         "quant_method": QUANT_METHOD,
-        "version": 1,
+        "version": VERSION,
         "sparsity": "2:4",
         "bf16_modules": sorted(n for n, m in mods.items() if not m.int4),
         "int4_modules": sorted(n for n, m in mods.items() if m.int4),
@@ -42,6 +55,9 @@ def pack(folder: str | Path, out: str | Path, int4: bool = False, overwrite: boo
     out = Path(out)
     check_output_dir(out, overwrite)
     model, tokenizer, names = load_runtime_model(folder, torch.device("cpu"), int4=int4)
+    for m in model.modules():
+        if isinstance(m, Sparse24Linear):
+            add_guard(m)
     return save_checkpoint(model, tokenizer, out, quantization_config=quantization_config(model), overwrite=overwrite)
 
 
@@ -54,13 +70,17 @@ def load_packed(folder: str | Path, dtype: torch.dtype | None = None):
     """(model on CPU with Sparse24Linear layers, tokenizer, module names) from a packed folder."""
     folder = Path(folder)
     config, qc = read_config(folder)
-    if qc.get("version") != 1:
+    if qc.get("version") not in (1, VERSION):
         raise UserError(f"{folder}: {QUANT_METHOD} version {qc.get('version')} is not supported; re-pack it")
     lists = [qc.get("bf16_modules"), qc.get("int4_modules")]
     if not all(isinstance(x, list) and all(isinstance(n, str) for n in x) for x in lists):
         raise UserError(f"{folder}/config.json: {QUANT_METHOD} needs bf16_modules and int4_modules lists; re-pack it")
     state = read_state_dict(folder)
     names = lists[0] + lists[1]
+    for name in names:  # the guards (version 2) are for other loaders; nothing reads them here
+        guard = state.get(f"{name}.{GUARD}")
+        if guard is not None and guard.numel() == 0:
+            del state[f"{name}.{GUARD}"]
 
     def replace(model):
         for name in names:
