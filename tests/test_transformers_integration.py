@@ -154,3 +154,27 @@ def test_without_import_compress_transformers_stops_naming_the_format_and_a_libr
 )
 def test_only_the_commands_pin_cpu_numerics(argv, command):
     assert invoked_as_command(argv) is command
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (and nvcc)")
+@pytest.mark.parametrize("int4", [False, True])
+def test_from_pretrained_on_cuda_gives_prepared_layers_computing_like_compress_load(tmp_path, int4):
+    model = _tiny("llama").to(torch.bfloat16)
+    names = set()
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Linear) and ".layers." in f".{name}":
+            m.weight.data *= magnitude_mask(m.weight.data.float(), NM(2, 4)).to(m.weight.dtype)
+            names.add(name)
+    folder = save_checkpoint(model, None, tmp_path / "bf16-2of4", compress_24_modules=names)
+    packed = pack(folder, tmp_path / "packed", int4=int4)
+    theirs = AutoModelForCausalLM.from_pretrained(packed, device_map="cuda")
+    ours = compress.load(packed, device="cuda", runtime=True)
+    layers = [m for m in theirs.modules() if isinstance(m, Sparse24Linear)]
+    assert len(layers) == 14 and all(m.meta.is_cuda and m.cslt is not None for m in layers)
+    ids = _ids().cuda()
+    with torch.no_grad():
+        a, b = theirs(ids).logits, ours(ids).logits
+        dense = compress.load(packed, device="cuda")(ids).logits  # plain Linears holding the weight the layers use
+    assert torch.equal(a, b)
+    assert (a.float() - dense.float()).abs().max() < 0.05 * dense.float().abs().max()
