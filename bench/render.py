@@ -16,12 +16,22 @@ ROWS = [
 ]
 
 
+def _numerics(run: dict) -> str:
+    """' CPU numerics: pinned (AVX2 code paths).' from a run's meta; runs before 2026-12-01 recorded none (native)."""
+    cn = run.get("cpu_numerics")
+    if cn is None:
+        return " CPU numerics: native (not recorded; before the pinning)."
+    pinned = cn.get("MKL_CBWR") and cn.get("LLM_COMPRESS_CPU_NUMERICS") != "native"
+    return f" CPU numerics: {'pinned' if pinned else 'native'} (ATen {cn.get('aten')})."
+
+
 def _smollm2(d: dict, title: str) -> list[str]:
     run, cal, ev, t = d["runs"]["smollm2"], d["calibration"], d["smollm2_eval"], d["smollm2_timings"]
+    numerics = _numerics(run) if cal["device"] == "cpu" else ""
     lines = [
         f"### {title}",
         "",
-        f"Command: `{run['command']}` — machine: {run['machine']} — date: {run['date']}.",
+        f"Command: `{run['command']}` — machine: {run['machine']} — date: {run['date']}.{numerics}",
         f"Calibration: {cal['nsamples']} × {cal['seqlen']} tokens of `{cal['dataset']}` (seed 0) on "
         f"{cal['device']}. Perplexity: embedded `wiki` (SQuAD Wikipedia paragraphs), {ev['windows']} windows "
         f"of {ev['seqlen']} tokens, model in {ev['dtype']}.",
