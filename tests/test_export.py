@@ -121,3 +121,123 @@ def test_folder_without_weights(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(UserError, match="no model.safetensors"):
         read_state_dict(tmp_path)
+
+
+def test_quantization_config_has_exactly_llm_compressors_keys(pruned_tiny, tmp_path):
+    """compressed-tensors 0.14 parses any top-level key besides these as a QuantizationConfig: the stray
+    `"format": "dense"` we used to write made it refuse the folder (`config_groups Field required`)."""
+    import compressed_tensors
+
+    model, modules = pruned_tiny
+    out = save_checkpoint(model, None, tmp_path / "ckpt", compress_24_modules=modules, ignore=["lm_head"])
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert sorted(qc) == ["quant_method", "sparsity_config", "transform_config", "version"]
+    assert qc["transform_config"] == {} and qc["version"] == compressed_tensors.__version__
+    rest = {k: v for k, v in qc.items() if k not in ("sparsity_config", "transform_config", "quant_method", "version")}
+    assert rest == {}  # compressed-tensors 0.14's parse_quantization_config: nothing left -> no quantization
+
+
+LLAMA3_ROPE = {
+    "rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 64,
+}  # fmt: skip
+GEMMA3_ROPE = {
+    "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
+    "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+}
+# name -> (config class, model class, config kwargs, the transformers 4.x keys config.json must carry)
+ARCHS = {
+    "llama3": (
+        "LlamaConfig", "LlamaForCausalLM", {"rope_parameters": LLAMA3_ROPE},
+        {"rope_theta": 500000.0, "rope_scaling": {k: v for k, v in LLAMA3_ROPE.items() if k != "rope_theta"}},
+    ),
+    "qwen3": (
+        "Qwen3Config", "Qwen3ForCausalLM", {"rope_parameters": {"rope_type": "default", "rope_theta": 1e6}},
+        {"rope_theta": 1e6, "rope_scaling": None},
+    ),
+    "mistral": ("MistralConfig", "MistralForCausalLM", {}, {"rope_theta": 10000.0, "rope_scaling": None}),
+    "gemma3": (
+        "Gemma3TextConfig", "Gemma3ForCausalLM", {"rope_parameters": GEMMA3_ROPE, "sliding_window": 8},
+        {"rope_theta": 1e6, "rope_local_base_freq": 10000.0, "rope_scaling": {"rope_type": "linear", "factor": 8.0}},
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_config_is_the_same_model_for_transformers_4_and_5(arch, tmp_path):
+    """transformers 4.x ignores `rope_parameters` (it fell back to rope_theta 10000: logits off by 4.2 on SmolLM2):
+    config.json also carries the 4.x keys, transformers 5 still reads the same rope_parameters back, and the folder
+    names its architecture, its dtype and no machine-local path."""
+    import transformers
+
+    from compress.export import read_config
+    from tests.conftest import TINY_DIMS
+
+    config_cls, model_cls, kwargs, legacy = ARCHS[arch]
+    layers = 6 if arch == "gemma3" else 2  # Gemma-3: 5 sliding layers, then a global one
+    config = getattr(transformers, config_cls)(**TINY_DIMS, num_hidden_layers=layers, **kwargs)
+    torch.manual_seed(0)
+    model = getattr(transformers, model_cls)(config).eval()  # config.dtype None: the export names float32
+    modules = set()
+    for name, m in model.model.layers.named_modules():
+        if isinstance(m, torch.nn.Linear):
+            W = m.weight.data
+            W.view(-1, 4)[:, :2] = 0  # 2:4: the first two of every group of four
+            modules.add(f"model.layers.{name}")
+    out = save_checkpoint(model, None, tmp_path / arch, compress_24_modules=modules)
+    written = json.loads((out / "config.json").read_text())
+    assert {k: written.get(k, "<absent>") for k in legacy} == legacy
+    assert written["architectures"] == [model_cls] and written["dtype"] == "float32"
+    assert "_name_or_path" not in written
+    assert written["rope_parameters"] == json.loads(json.dumps(model.config.rope_parameters))
+    reread, qc = read_config(out)
+    assert reread.rope_parameters == model.config.rope_parameters and qc is not None
+    loaded, _ = load_checkpoint(out)
+    ids = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        ({"rope_parameters": {"rope_type": "default", "rope_theta": 1e5}}, {"rope_theta": 1e5, "rope_scaling": None}),
+        (  # Phi-3 / StableLM: partial rotary goes back to the top level
+            {"rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.25}},
+            {"rope_theta": 1e4, "rope_scaling": None, "partial_rotary_factor": 0.25},
+        ),
+        (  # yarn: everything but the base is 4.x's rope_scaling
+            {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e6, "factor": 4.0}},
+            {"rope_theta": 1e6, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}},
+        ),
+        (  # a key the config already has is left as it is
+            {"rope_theta": 7.0, "rope_parameters": {"rope_type": "default", "rope_theta": 1e6}},
+            {"rope_scaling": None},
+        ),
+        (  # per layer type without a known 4.x name for the local base: the global one only
+            {"layer_types": ["sliding_attention", "full_attention"], "model_type": "olmo3", "rope_parameters": {
+                "sliding_attention": {"rope_type": "default", "rope_theta": 5e5},
+                "full_attention": {"rope_type": "default", "rope_theta": 5e5},
+            }},
+            {"rope_theta": 5e5, "rope_scaling": None},
+        ),
+        ({"model_type": "gpt2"}, {}),  # no RoPE, nothing added
+    ],
+)  # fmt: skip
+def test_legacy_rope_keys(config, expected):
+    from compress.export import legacy_rope_keys
+
+    assert legacy_rope_keys(config) == expected
+
+
+def test_4x_keys_that_transformers_5_would_read_differently_are_left_out(monkeypatch):
+    """transformers 5 gives `rope_scaling` priority over `rope_parameters`: 4.x keys that would change what it reads
+    back are dropped rather than written (transformers 5, our loader, comes first)."""
+    from compress import export
+    from tests.conftest import tiny_llama
+
+    model = tiny_llama()
+    assert {"rope_theta", "rope_scaling"} <= set(export.hf_config_dict(model))
+    monkeypatch.setattr(export, "legacy_rope_keys", lambda d: {"rope_scaling": {"rope_type": "linear", "factor": 2.0}})
+    written = export.hf_config_dict(model)
+    assert "rope_scaling" not in written and written["rope_parameters"] == model.config.rope_parameters
