@@ -120,7 +120,7 @@ def render(report: dict, zeroshot: dict | None = None) -> str:
         model_name=title if results else None,
         eval_results=results or None,
     )
-    lines = [f"# {title}", "", f"Base weights: {provenance(cfg['model'])}.", ""]
+    lines = [f"# {title}", "", f"Provenance: {provenance(cfg['model'])}.", ""]
     if prune:
         cal = report["calibration"]
         lines += [
