@@ -1,0 +1,61 @@
+"""Run every packaged recipe on a tiny random Llama through `compress.pipeline.run` and print the sha256 of each
+exported weight file and config's quantization_config, as JSON (one process, CPU numerics pinned by the caller).
+
+Used by tests/test_recipe_golden.py; `python tests/recipe_checkpoints.py --write` refreshes the golden file.
+Issue 14 (stages redesign) must keep every hash: the checkpoints are bit-identical before and after."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = ROOT / "tests" / "golden" / "recipe_checkpoints.json"
+sys.path.insert(0, str(ROOT))
+
+
+def tiny_folder(folder: Path) -> Path:
+    """A 2-layer Llama (hidden 64, vocab 128) with a character-level tokenizer, saved as a model folder."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from tests.conftest import tiny_llama
+
+    vocab = {"[UNK]": 0, **{chr(i): i for i in range(1, 128)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="\x7f").save_pretrained(folder)
+    tiny_llama(seed=0, hidden=64).save_pretrained(folder)
+    return folder
+
+
+def main() -> dict:
+    from compress.config import RunConfig, load_recipe, override, packaged_recipes
+    from compress.pipeline import run
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        model = tiny_folder(Path(tmp) / "tiny")
+        for name in packaged_recipes():
+            recipe = override(load_recipe(name), nsamples=4, seqlen=64, eval_max_windows=1)
+            folder = Path(tmp) / name
+            run(RunConfig(str(model), recipe, device="cpu"), folder, progress=False, log=lambda m: None)
+            qc = json.loads((folder / "config.json").read_text()).get("quantization_config")
+            if qc is not None:
+                qc.pop("version", None)  # the installed compressed-tensors version, not the checkpoint's content
+            out[name] = {
+                "model.safetensors": hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest(),
+                "quantization_config": qc,
+            }
+    return out
+
+
+if __name__ == "__main__":
+    result = main()
+    if "--write" in sys.argv:
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    print(json.dumps(result, sort_keys=True))
