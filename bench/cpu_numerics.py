@@ -4,7 +4,7 @@ Each variant prunes SmolLM2-135M (Wanda 2:4, `olmo-mix`, 8 x 512 tokens, fp32) i
 its masks; pairs are then compared entry by entry. A second machine is emulated on this one by restricting
 MKL (`MKL_ENABLE_INSTRUCTIONS=AVX2`) and ATen (`ATEN_CPU_CAPABILITY=avx2`) to AVX2, which is what they pick on
 an AVX2-only CPU. `pinned` = compress/cpu_numerics.py's setting (what `python -m compress` uses).
-Writes bench/cpu_numerics.json; `python bench/render.py` puts it into BENCHMARKS.md.
+Writes bench/cpu_numerics.json; `python -m bench.render` puts it into BENCHMARKS.md.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.render import run_meta, save  # noqa: E402
 from compress.runtime.cusparselt import build_with_cusparselt  # noqa: E402
-from compress.runtime.linear import graph_time_us  # noqa: E402
+from compress.runtime.timing import graph_time_us  # noqa: E402
 from prune.config import NM  # noqa: E402
 from prune.magnitude import magnitude_mask  # noqa: E402
 

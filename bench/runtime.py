@@ -22,9 +22,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.render import llama2_7b_shaped, run_meta, save  # noqa: E402
-from compress.runtime.linear import Sparse24Linear, choose_paths, graph_time_us  # noqa: E402
-from compress.runtime.linear import event_time_us as bench_us  # noqa: E402
+from compress.runtime.linear import Sparse24Linear, choose_paths  # noqa: E402
 from compress.runtime.model import compile_forward, prepare, release_unused, sparsify  # noqa: E402
+from compress.runtime.timing import event_time_us as bench_us  # noqa: E402
+from compress.runtime.timing import graph_time_us  # noqa: E402
 from prune.config import NM  # noqa: E402
 from prune.magnitude import magnitude_mask  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Zero-shot benchmark (issue #3): SmolLM2-135M dense, Wanda 50%, Wanda 2:4, magnitude 2:4 on the seven tasks.
 
-Each checkpoint is made by the real pipeline (`compress.pipeline.run`), then scored by `compress.evaluate`
+Each checkpoint is made by the real pipeline (`compress.pipeline.run`), then scored by `eval.evaluate`
 (lm-eval on the embedded task files). GPU: full validation sets, 128 x 2048 calibration. CPU: pass
 --limit 200 --nsamples 32 --seqlen 1024 (labelled in the results). Writes bench/zeroshot[_cpu].json.
 """
@@ -16,9 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.render import run_meta, save  # noqa: E402
 from compress.config import CalibrationConfig, EvalConfig, PruneConfig, Recipe, RunConfig  # noqa: E402
 from compress.environment import environment  # noqa: E402
-from compress.evaluate import evaluate  # noqa: E402
 from compress.models import resolve_dtype  # noqa: E402
 from compress.pipeline import resolve_device, run  # noqa: E402
+from eval.evaluate import evaluate  # noqa: E402
 from eval.zeroshot import mean_acc  # noqa: E402
 
 CHECKPOINTS = {

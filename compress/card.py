@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from compress.models import ALIASES
+from compress.sources import ALIASES
 
 # Base models whose Hub id and license we know without the network.
 EMBEDDED_BASE = {"smollm2-135m": ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0")}

@@ -152,10 +152,11 @@ def _log(message: str) -> None:
 def _evaluate_all(args, named: list[tuple[str, str]]):
     from compress.config import EvalConfig
     from compress.devices import resolve_device
-    from compress.evaluate import evaluate, resolve_task_source
-    from compress.lm_tasks import parse_task_spec
     from compress.loading import check_format
-    from compress.models import hub_reachable, resolve_dtype
+    from compress.models import resolve_dtype
+    from compress.sources import hub_reachable
+    from eval.evaluate import evaluate, resolve_task_source
+    from eval.lm_tasks import parse_task_spec
 
     tasks = parse_task_spec(args.tasks)
     device = resolve_device(args.device)
@@ -205,8 +206,8 @@ def _compare(args, named: list[tuple[str, str]]) -> None:
     import json
 
     from compress.card import write_card
-    from compress.compare import markdown, note, rows, write
-    from compress.evaluate import is_checkpoint_folder
+    from eval.compare import markdown, note, rows, write
+    from eval.evaluate import is_checkpoint_folder
 
     results, meta = _evaluate_all(args, named)
     table = rows(results)
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             print(r["text"])
             _log(f"{len(r['tokens'])} tokens in {r['wall_s']:.2f} s")
         elif args.cmd == "pack":
-            from compress.runtime.pack import pack
+            from compress.runtime.convert import pack
 
             print(f"wrote {pack(args.model, args.out, int4=args.int4, overwrite=args.overwrite)}")
         elif args.cmd == "push":

@@ -437,15 +437,3 @@ def build_model(folder: Path, config, state: dict[str, torch.Tensor], dtype: tor
         model.to(dtype)
     tokenizer = AutoTokenizer.from_pretrained(folder) if (folder / "tokenizer_config.json").exists() else None
     return model.eval(), tokenizer
-
-
-def load_checkpoint(folder: str | Path, dtype: torch.dtype | None = None):
-    """(model on CPU in eval mode, tokenizer or None) from a checkpoint folder, through the one loader
-    (compress/loading.py: format from config.json, weights restored bit-exactly, incomplete or non-finite refused)."""
-    from compress.loading import load
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"{folder} is not a folder; pass a checkpoint folder written by `python -m compress run`")
-    loaded = load(folder, dtype)
-    return loaded.model, loaded.tokenizer

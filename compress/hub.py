@@ -70,7 +70,7 @@ def push(folder: Path, repo: str, *, private: bool = True, dry_run: bool = False
         return None
     from huggingface_hub import create_repo, get_token, upload_folder
 
-    from compress.models import hub_reachable
+    from compress.sources import hub_reachable
 
     if not hub_reachable():
         raise UserError("the Hugging Face Hub is unreachable (no network); nothing was pushed. Retry when online")

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compress import models
+from compress import sources
 from compress.checkpoint_format import DENSE, PACKED_24, SPARSE_24, config_dict, folder_format, weight_format
 from compress.errors import UserError
 from compress.load_checks import (
@@ -32,7 +32,7 @@ from compress.load_checks import (
     some,
     tied_targets,
 )
-from compress.models import ModelSource, resolve_model
+from compress.sources import ModelSource, resolve_model
 
 # what a compressed Hub checkpoint needs on disk: config, weights, tokenizer (not e.g. Llama 3's original/*.pth)
 HUB_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.tiktoken", "*.txt"]
@@ -52,7 +52,7 @@ def load(name: str | Path, dtype: torch.dtype | None, *, runtime: bool = False) 
     decode and any load that is not exactly the stored weights. dtype None keeps the stored dtype. `runtime`: a
     packed folder keeps its Sparse24Linear layers."""
     source = resolve_model(str(name))
-    online = source.kind != "hub" or models.hub_reachable()
+    online = source.kind != "hub" or sources.hub_reachable()
     folder = Path(source.location) if source.kind == "local" else None
     if source.kind == "hub":
         folder = _hub_snapshot_if_compressed(source, online)
@@ -67,6 +67,16 @@ def load(name: str | Path, dtype: torch.dtype | None, *, runtime: bool = False) 
     refuse_meta(model, where)
     refuse_non_finite(model, where)
     return Loaded(model.eval(), tokenizer, source, fmt)
+
+
+def load_checkpoint(folder: str | Path, dtype: torch.dtype | None = None):
+    """(model on CPU in eval mode, tokenizer or None) from a checkpoint folder, through the one loader
+    (`load`: format from config.json, weights restored bit-exactly, incomplete or non-finite refused)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder; pass a checkpoint folder written by `python -m compress run`")
+    loaded = load(folder, dtype)
+    return loaded.model, loaded.tokenizer
 
 
 def check_format(name: str) -> None:

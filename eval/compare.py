@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from compress.evaluate import Evaluated
+from eval.evaluate import Evaluated
 from eval.zeroshot import mean_acc
 
 TASK_LABELS = {

@@ -22,9 +22,10 @@ from compress.assets import cache_dir, sha256_file
 from compress.config import EvalConfig
 from compress.errors import UserError
 from compress.export import INDEX_FILE, weight_files
-from compress.lm_tasks import PAPER_TASKS, check_tasks, hub_task_manager, offline_task_manager
 from compress.loading import check_format
-from compress.models import hub_reachable, load_model, resolve_model
+from compress.models import load_model
+from compress.sources import hub_reachable, resolve_model
+from eval.lm_tasks import PAPER_TASKS, check_tasks, hub_task_manager, offline_task_manager
 
 # v1 (no version folder) holds results of loads that could leave compressed Linears random (compressed-tensors
 # >= 0.20 with transformers' from_pretrained): never read them again. Bump when a loader fix changes results.

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import compress.evaluate
 import compress.models
 import compress.pipeline
+import compress.sources
+import eval.evaluate
 from compress.cli import main
 from compress.config import load_recipe
 from compress.errors import Interrupted, UserError
-from compress.evaluate import Evaluated
+from eval.evaluate import Evaluated
 
 SKIP_EVAL = ["--task-source", "embedded", "--ppl", ""]
 
@@ -28,7 +29,7 @@ def workdir(tmp_path, monkeypatch):
         raise AssertionError("a model started to load: the bad input was not caught before it")
 
     monkeypatch.chdir(tmp_path)
-    for target in (compress.models, compress.pipeline, compress.evaluate):
+    for target in (compress.models, compress.pipeline, eval.evaluate):
         monkeypatch.setattr(target, "load_model", refuse)
     return tmp_path
 
@@ -40,7 +41,7 @@ def fake_evaluate(monkeypatch):
     def evaluate(name, model, *, tasks, **kwargs):
         return Evaluated(name=name, model=model, fingerprint="f", zeroshot={t: {"acc": 0.5} for t in tasks})
 
-    monkeypatch.setattr(compress.evaluate, "evaluate", evaluate)
+    monkeypatch.setattr(eval.evaluate, "evaluate", evaluate)
 
 
 def _files(folder: Path) -> list[Path]:
@@ -236,7 +237,7 @@ def test_no_tasks(workdir, capsys, fake_evaluate, argv):
 
 @pytest.mark.parametrize("cmd", [["eval", "--model", "m"], ["compare", "a=m1", "b=m2", "--out", "out"]])
 def test_task_source_hub_unreachable(workdir, capsys, fake_evaluate, monkeypatch, cmd):
-    monkeypatch.setattr(compress.models, "hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(compress.sources, "hub_reachable", lambda *a, **k: False)
     argv = [*cmd, "--task-source", "hub", "--ppl", ""]
     one_line(capsys, workdir, argv, "Hub is unreachable", "--task-source embedded")
 
@@ -265,7 +266,7 @@ def test_ctrl_c_after_a_resume_checkpoint(workdir, capsys, monkeypatch):
 
 
 def test_ctrl_c_during_eval(workdir, capsys, monkeypatch):
-    monkeypatch.setattr(compress.evaluate, "evaluate", _raise(KeyboardInterrupt()))
+    monkeypatch.setattr(eval.evaluate, "evaluate", _raise(KeyboardInterrupt()))
     one_line(
         capsys, workdir, ["eval", "--model", "m", *SKIP_EVAL], "nothing was kept", code=130, prefix="interrupted: "
     )

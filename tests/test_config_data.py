@@ -7,8 +7,8 @@ from compress.cli import main
 from compress.config import PruneConfig, load_recipe, recipe_from_dict
 from compress.data import Corpus, calibration_windows
 from compress.errors import UserError
-from compress.models import resolve_model
 from compress.pipeline import check_prunable, prunable_linears
+from compress.sources import resolve_model
 
 
 def test_every_shipped_recipe_is_valid():

@@ -8,7 +8,8 @@ import torch
 
 from compress.config import PruneConfig
 from compress.errors import UserError
-from compress.export import compress_24, decompress_24, load_checkpoint, read_state_dict, save_checkpoint
+from compress.export import compress_24, decompress_24, read_state_dict, save_checkpoint
+from compress.loading import load_checkpoint
 from compress.pipeline import prune_model
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from compress.errors import UserError
-from compress.lm_tasks import (
+from eval.lm_tasks import (
     DISCRIMINATING,
     PAPER_TASKS,
     TASK_SETS,

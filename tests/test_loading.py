@@ -132,8 +132,8 @@ def test_an_llm_compressor_style_config_routes_the_same_way(tmp_path):
 
 def test_evaluate_on_a_24_folder_without_report_measures_the_saved_weights(tmp_path, monkeypatch):
     """Old code: perplexity of a random model (exit 0), cached under the weights' hash."""
-    from compress.evaluate import evaluate
     from compress.pipeline import evaluate_perplexity
+    from eval.evaluate import evaluate
 
     monkeypatch.setenv("LLM_COMPRESS_CACHE", str(tmp_path / "cache"))
     model, folder = export_24(tmp_path / "ckpt")
@@ -148,8 +148,7 @@ def test_evaluate_on_a_24_folder_without_report_measures_the_saved_weights(tmp_p
 @pytest.mark.parametrize("int4", [False, True])
 def test_a_packed_folder_loads_for_run_and_eval_as_its_dense_weights(tmp_path, int4):
     """Old code: from_pretrained on the packed buffers -> random Linears."""
-    from compress.runtime.model import load_runtime_model
-    from compress.runtime.pack import pack
+    from compress.runtime.convert import load_runtime_model, pack
 
     model, folder = export_24(tmp_path / "ckpt", tiny_llama(hidden=128))
     packed = pack(folder, tmp_path / "packed", int4=int4)
@@ -177,7 +176,7 @@ def test_a_hub_id_with_a_24_config_is_downloaded_and_decoded(tmp_path, monkeypat
         return str(folder)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
-    monkeypatch.setattr("compress.models.hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr("compress.sources.hub_reachable", lambda *a, **k: False)
     loaded, _, source = load_model("alice/tiny-2of4", torch.float32)
     assert_same_weights(loaded, model)
     assert source.kind == "hub" and calls[0] == ("alice/tiny-2of4", ["config.json"]) and len(calls) == 2
@@ -190,7 +189,7 @@ def test_a_hub_id_with_an_unsupported_format_is_refused_before_its_weights_downl
     set_quantization_config(folder, {"quant_method": "compressed-tensors", "format": "marlin-24", "config_groups": {}})
     calls = []
     monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo, **kw: calls.append(kw) or str(folder))
-    monkeypatch.setattr("compress.models.hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr("compress.sources.hub_reachable", lambda *a, **k: False)
     with pytest.raises(UserError, match="'marlin-24'.*supported: "):
         load_model("alice/tiny-marlin", torch.float32)
     assert [c["allow_patterns"] for c in calls] == [["config.json"]]
@@ -309,7 +308,7 @@ def test_push_dry_run_refuses_a_nan_checkpoint(tmp_path, capsys):
 
 def test_results_of_old_cache_layout_are_never_read(tmp_path, monkeypatch):
     """Old code: returns the cached perplexity of a random-weight load (1e15) without loading."""
-    from compress.evaluate import evaluate, fingerprint
+    from eval.evaluate import evaluate, fingerprint
 
     monkeypatch.setenv("LLM_COMPRESS_CACHE", str(tmp_path / "cache"))
     _, folder = export_24(tmp_path / "ckpt")
@@ -329,7 +328,7 @@ def test_results_of_old_cache_layout_are_never_read(tmp_path, monkeypatch):
 def test_the_fingerprint_is_of_the_weight_files_with_or_without_report_json(tmp_path, monkeypatch):
     """Old code: without report.json, every *.safetensors in the folder (e.g. Mistral's consolidated.safetensors
     beside the shards) instead of the files the index names."""
-    from compress.evaluate import fingerprint
+    from eval.evaluate import fingerprint
 
     monkeypatch.setattr("compress.export.SHARD_BYTES", 40_000)
     _, folder = export_24(tmp_path / "ckpt")

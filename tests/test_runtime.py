@@ -260,8 +260,8 @@ def _exported(tmp_path):
 def test_packed_checkpoint_loads_without_dense_weights_and_computes_the_same(tmp_path, int4):
     import json
 
-    from compress.runtime.model import load_runtime_model
-    from compress.runtime.pack import QUANT_METHOD, pack
+    from compress.runtime.convert import load_runtime_model, pack
+    from compress.runtime.pack import QUANT_METHOD
 
     _, folder = _exported(tmp_path)
     cpu = torch.device("cpu")
@@ -284,7 +284,7 @@ def test_packed_checkpoint_loads_without_dense_weights_and_computes_the_same(tmp
 def test_pack_refuses_bad_input(tmp_path):
     from compress.errors import UserError
     from compress.export import save_checkpoint
-    from compress.runtime.pack import pack
+    from compress.runtime.convert import pack
 
     _, folder = _exported(tmp_path)
     with pytest.raises(UserError, match="already exists"):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from compress.config import CalibrationConfig, EvalConfig, PruneConfig, Recipe, RunConfig
-from compress.export import load_checkpoint
+from compress.loading import load_checkpoint
 from compress.pipeline import evaluate_perplexity, run
 from prune.masks import satisfies_nm
 

@@ -19,8 +19,8 @@ import compress
 from compress.cpu_numerics import invoked_as_command
 from compress.errors import UserError
 from compress.export import save_checkpoint
+from compress.runtime.convert import pack
 from compress.runtime.linear import Sparse24Linear
-from compress.runtime.pack import pack
 from prune.config import NM
 from prune.magnitude import magnitude_mask
 from tests.conftest import TINY_DIMS, tiny_llama

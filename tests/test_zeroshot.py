@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from compress.cli import main
-from compress.compare import markdown, plot, rows
 from compress.errors import UserError
-from compress.evaluate import Evaluated, evaluate
 from compress.hub import check_repo_id, validate_folder
-from compress.lm_tasks import check_tasks, offline_task_manager
+from eval.compare import markdown, plot, rows
+from eval.evaluate import Evaluated, evaluate
+from eval.lm_tasks import check_tasks, offline_task_manager
 
 ROWS = {
     "boolq": 3270,
@@ -86,7 +86,7 @@ def test_offline_tasks_render_exactly_like_the_standard_tasks(monkeypatch):
     offline task but MMLU's, and two subjects of each MMLU variant."""
     import datasets
 
-    from compress.lm_tasks import hub_task_manager, offline_index
+    from eval.lm_tasks import hub_task_manager, offline_index
 
     real = datasets.load_dataset
     hub = {}  # (dataset_path, dataset_name) -> {split: rows}, filled from what our tasks loaded

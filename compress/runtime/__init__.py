@@ -7,5 +7,6 @@
 - `cusparselt` (+ `csrc/cslt_shim.cpp`): cuSPARSELt with descriptors and plans made once per shape (prefill).
 - `build`: compiling and caching the two native libraries on first use.
 - `linear`: `Sparse24Linear`, which picks the path by device and M; `model`: swapping a model's Linears,
-  `compile_forward`; `decoder`: the static-cache, CUDA-graph decode loop; `pack`, `generate`: the CLI commands.
+  `compile_forward`; `decoder`: the static-cache, CUDA-graph decode loop; `timing`: GPU timing for the path
+  search; `pack`: the packed format; `convert` (`load_runtime_model`, `pack`), `generate`: the CLI commands.
 """

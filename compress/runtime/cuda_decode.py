@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from compress.runtime.build import build_cuda, build_error, operand_problems
+from compress.runtime.timing import fastest
 
 SRC = Path(__file__).with_name("csrc") / "sparse24_gemv.cu"
 WHAT = "the CUDA 2:4 decode kernel"
@@ -89,7 +90,5 @@ def gemv(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None, meta: to
 def tune(key: tuple, run) -> dict:
     """Time `run(launch)` for every launch shape (GPU time, CUDA-graph replay) and keep the fastest for `key`
     = (N, K, int4, M). Returns {"rows x warps": µs}."""
-    from compress.runtime.linear import fastest
-
     _launch[key], times = fastest(LAUNCHES, run)
     return {"x".join(map(str, lw)): t for lw, t in times.items()}

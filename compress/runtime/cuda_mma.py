@@ -15,6 +15,7 @@ import torch
 
 from compress.runtime import mma_layout
 from compress.runtime.build import build_cuda, build_error, operand_problems
+from compress.runtime.timing import fastest
 
 SRC = Path(__file__).with_name("csrc") / "sparse24_mma.cu"
 WHAT = "the tensor-core 2:4 kernel"
@@ -122,8 +123,6 @@ def mm(x: torch.Tensor, a: torch.Tensor, e: torch.Tensor, s: torch.Tensor | None
 def tune(key: tuple, run) -> dict:
     """Time `run(launch)` for each launch shape (GPU time, CUDA-graph replay); keep the fastest for `key`
     = (N, K, int4, M). Returns {"warps x rows": µs}."""
-    from compress.runtime.linear import fastest
-
     _launch[key], times = fastest(launches(key[3]), run)
     return {"x".join(map(str, lw)): t for lw, t in times.items()}
 

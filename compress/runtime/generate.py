@@ -26,8 +26,9 @@ def generate(
     reference path, which computes exactly what the dense-decompressed model computes. `fast`: the runtime's
     own loop (static KV cache, each step replayed from a CUDA graph on a GPU — what `make bench-runtime` times)
     instead of transformers' `generate`; `compile` (implies `fast`): torch.compile the forward first."""
+    from compress.runtime.convert import load_runtime_model
     from compress.runtime.linear import Sparse24Linear, choose_paths
-    from compress.runtime.model import load_runtime_model, release_unused
+    from compress.runtime.model import release_unused
 
     device = device or torch.device("cpu")
     if max_new_tokens < 1:

@@ -1,9 +1,10 @@
 """The runtime's own checkpoint format: Sparse24Linear buffers stored as they are used (no dense weight on load).
 
-`python -m compress pack --model DIR --out DIR2 [--int4]` converts a `sparse-24-bitmask` checkpoint; config.json
-gets `quantization_config = {"quant_method": "llm-compress-2of4", ...}` documenting the layout (format24.LAYOUT),
-the int4 scheme (symmetric, group 128, round to nearest — a later quantization stage fills the same layout
-with better values) and which modules hold which format. `load_packed` rebuilds the model from it.
+`python -m compress pack --model DIR --out DIR2 [--int4]` (compress/runtime/convert.py) converts a
+`sparse-24-bitmask` checkpoint; config.json gets `quantization_config = {"quant_method": "llm-compress-2of4", ...}`
+documenting the layout (format24.LAYOUT), the int4 scheme (symmetric, group 128, round to nearest — a later
+quantization stage fills the same layout with better values) and which modules hold which format. `load_packed`
+rebuilds the model from it.
 
 Version 2 adds a guard: every packed module also stores an empty `<module>.weight` (0 bytes). transformers
 without this package does not know `llm-compress-2of4`, warns "Unknown quantization type ... we will skip the
@@ -20,7 +21,7 @@ import torch
 
 from compress.checkpoint_format import PACKED_24, folder_format
 from compress.errors import UserError
-from compress.export import build_model, check_output_dir, read_config, read_state_dict, save_checkpoint
+from compress.export import build_model, read_config, read_state_dict
 from compress.runtime import format24
 from compress.runtime.linear import Sparse24Linear
 
@@ -46,19 +47,6 @@ def quantization_config(model) -> dict:
         "int4": {"bits": 4, "symmetric": True, "group_size": format24.GROUP, "rounding": "nearest"},
         "layout": format24.LAYOUT,
     }
-
-
-def pack(folder: str | Path, out: str | Path, int4: bool = False, overwrite: bool = False) -> Path:
-    """Convert an exported 2:4 checkpoint into the runtime format (bf16 or int4 kept values)."""
-    from compress.runtime.model import load_runtime_model
-
-    out = Path(out)
-    check_output_dir(out, overwrite)
-    model, tokenizer, names = load_runtime_model(folder, torch.device("cpu"), int4=int4)
-    for m in model.modules():
-        if isinstance(m, Sparse24Linear):
-            add_guard(m)
-    return save_checkpoint(model, tokenizer, out, quantization_config=quantization_config(model), overwrite=overwrite)
 
 
 def is_packed(folder: Path) -> bool:
