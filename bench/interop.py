@@ -283,8 +283,8 @@ def main() -> None:
                     rec["logits_top1_agree"] = (
                         (got["from_pretrained.logits"].argmax(-1) == logits.argmax(-1)).float().mean().item()
                     )
-            cases[name] = case
             case[reader] = rec
+        cases[name] = case
         fp, mc = case["from_pretrained"], case["model_compressor"]
         fp_text = (
             f"bit-exact={fp['weights_bit_exact']} logits max|Δ|={fp['logits_max_abs_diff']:.3g}"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from torch import nn
 
 from compress.checkpoint_format import config_dict
 from compress.errors import UserError
-from compress.load_checks import non_persistent_buffers, refuse_incomplete, refuse_meta, tied_targets
+from compress.load_checks import refuse_meta, refuse_not_matching, tied_targets
 
 SHARD_BYTES = 5 * 1024**3
 INDEX_FILE = "model.safetensors.index.json"
@@ -419,16 +418,9 @@ def build_model(folder: Path, config, state: dict[str, torch.Tensor], dtype: tor
     if replace is not None:
         replace(model)
     where = f"checkpoint {folder}"
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    refuse_not_matching(where, model, {k: tuple(v.shape) for k, v in state.items()})
+    expected = model.state_dict().keys()
     tied = tied_targets(model)  # e.g. lm_head.weight -> model.embed_tokens.weight, stored once
-    computed = non_persistent_buffers(model)  # the model makes these itself; a stored copy is not "unexpected"
-    ignored = [re.compile(p) for p in getattr(model, "_keys_to_ignore_on_load_unexpected", None) or []]
-    missing = [k for k in expected if k not in state and not (k in tied and tied[k] in state)]
-    unexpected = [k for k in state if k not in expected and k not in computed and not any(p.search(k) for p in ignored)]
-    mismatched = [
-        (k, tuple(v.shape), expected[k]) for k, v in state.items() if k in expected and tuple(v.shape) != expected[k]
-    ]
-    refuse_incomplete(where, missing, unexpected, mismatched)
     model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False, assign=True)
     if tied:
         model.tie_weights()

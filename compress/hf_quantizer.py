@@ -54,6 +54,7 @@ class Packed24Quantizer(HfQuantizer):
     requires_calibration = True  # transformers: only pre-quantized checkpoints, never quantize on load
 
     def _process_model_before_weight_loading(self, model, checkpoint_files=None, **kwargs):
+        from compress.runtime import format24
         from compress.runtime.linear import Sparse24Linear
         from compress.runtime.pack import add_guard
 
@@ -66,15 +67,13 @@ class Packed24Quantizer(HfQuantizer):
             if not isinstance(lin, torch.nn.Linear):
                 raise ValueError(f"packed module {name} is a {type(lin).__name__}, not a Linear; re-pack it")
             n, k, dtype = lin.out_features, lin.in_features, lin.weight.dtype
-            empty = dict(device="meta")
-            buffers = {"meta": torch.empty(n, k // 32, dtype=torch.int32, **empty)}  # format24.LAYOUT
-            if int4:
-                buffers["qweight"] = torch.empty(n, k // 16, dtype=torch.int32, **empty)
-                buffers["scales"] = torch.empty(n, k // 128, dtype=dtype, **empty)
-            else:
-                buffers["values"] = torch.empty(n, k // 2, dtype=dtype, **empty)
+            int_buffers = {"meta", "qweight"}  # bit patterns (format24.LAYOUT); the others in the weights' dtype
+            buffers = {
+                b: torch.empty(shape, dtype=torch.int32 if b in int_buffers else dtype, device="meta")
+                for b, shape in format24.packed_shapes(n, k, int4).items()
+            }
             if lin.bias is not None:
-                buffers["bias"] = torch.empty(n, dtype=lin.bias.dtype, **empty)
+                buffers["bias"] = torch.empty(n, dtype=lin.bias.dtype, device="meta")
             parent, _, child = name.rpartition(".")
             layer = Sparse24Linear(k, n, **buffers)
             if cfg.version >= 2:
@@ -105,7 +104,7 @@ def refuse_files_not_matching(model, files) -> None:
     computed buffers excepted), shapes, and dtypes of integer buffers (positions, int4 codes are bit patterns)."""
     from safetensors import safe_open
 
-    from compress.load_checks import non_persistent_buffers, refuse_incomplete, tied_targets
+    from compress.load_checks import refuse_not_matching
 
     stored: dict[str, tuple[tuple, str]] = {}
     for f in files:
@@ -113,16 +112,9 @@ def refuse_files_not_matching(model, files) -> None:
             for key in fh.keys():
                 sl = fh.get_slice(key)
                 stored[key] = (tuple(sl.get_shape()), sl.get_dtype())
-    expected = {k: t for k, t in model.state_dict().items()}
-    tied, computed = tied_targets(model), non_persistent_buffers(model)
     where = f"packed checkpoint {getattr(model.config, '_name_or_path', '')}".strip()
-    refuse_incomplete(
-        where,
-        missing=[k for k in expected if k not in stored and not (k in tied and tied[k] in stored)],
-        unexpected=[k for k in stored if k not in expected and k not in computed],
-        mismatched=[(k, s, tuple(expected[k].shape)) for k, (s, _) in stored.items()
-                    if k in expected and s != tuple(expected[k].shape)],
-    )  # fmt: skip
+    refuse_not_matching(where, model, {k: shape for k, (shape, _) in stored.items()})
+    expected = model.state_dict()
     ints = {k for k, t in expected.items() if t.dtype == torch.int32}
     wrong = sorted(f"{k} {d}" for k, (_, d) in stored.items() if k in ints and d != "I32")
     if wrong:

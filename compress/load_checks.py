@@ -63,6 +63,25 @@ def refuse_incomplete(
     )
 
 
+def refuse_not_matching(where: str, model: nn.Module, stored: dict[str, tuple]) -> None:
+    """One line when the stored tensors (name -> shape) are not exactly the model's state dict: missing (tied
+    weights stored once excepted), unexpected (computed buffers and the model's own ignore patterns excepted) or
+    shape-mismatched tensors. Used by our decoder (export.build_model) and the packed quantizer's header check."""
+    import re
+
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    tied, computed = tied_targets(model), non_persistent_buffers(model)
+    ignored = [re.compile(p) for p in getattr(model, "_keys_to_ignore_on_load_unexpected", None) or []]
+    refuse_incomplete(
+        where,
+        missing=[k for k in expected if k not in stored and not (k in tied and tied[k] in stored)],
+        unexpected=[
+            k for k in stored if k not in expected and k not in computed and not any(p.search(k) for p in ignored)
+        ],
+        mismatched=[(k, tuple(s), expected[k]) for k, s in stored.items() if k in expected and tuple(s) != expected[k]],
+    )
+
+
 def refuse_meta(model: nn.Module, where: str) -> None:
     """Parameters or buffers still on the `meta` device were never loaded (they have no values at all)."""
     names = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t is not None and t.is_meta]

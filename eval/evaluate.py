@@ -165,7 +165,7 @@ def evaluate(
         if todo_tasks:
             from eval.zeroshot import zero_shot
 
-            tm = offline_task_manager(todo_tasks) if task_source == "embedded" else hub_task_manager()
+            tm = offline_task_manager() if task_source == "embedded" else hub_task_manager()
             log(f"{name}: zero-shot {', '.join(todo_tasks)} (limit {limit or 'none'}) on {device}")
             scores = zero_shot(m, tok, todo_tasks, tm, device=device, limit=limit, batch_size=batch_size)
             for t in todo_tasks:

@@ -143,14 +143,17 @@ def _children_leaves(children, index: dict, seen: frozenset) -> list[str] | None
     return out
 
 
+def _folder_names(path: str) -> list[str]:
+    """The embedded folder names a Hub dataset path may ship under: itself, `_SAME_ROWS`', its repository name."""
+    return [n for n in (path, _SAME_ROWS.get(path), path.rsplit("/", 1)[-1]) if n]
+
+
 def _embedded_folder(path, config, embedded: dict) -> str | None:
     if not isinstance(path, str):
         return None
     if (path, config) in _ADAPTED:
         return _ADAPTED[(path, config)][0]
-    for name in (path, _SAME_ROWS.get(path), path.rsplit("/", 1)[-1]):
-        if not name:
-            continue
+    for name in _folder_names(path):
         if isinstance(config, str) and config:
             if f"{name}/{config}" in embedded:
                 return f"{name}/{config}"
@@ -165,7 +168,7 @@ def _embedded_folder(path, config, embedded: dict) -> str | None:
 def _same_dataset_other_config(path, embedded: dict) -> list[str]:
     if not isinstance(path, str):
         return []
-    names = {path, _SAME_ROWS.get(path), path.rsplit("/", 1)[-1]}
+    names = set(_folder_names(path))
     return sorted(k for k in embedded if k.rsplit("/", 1)[0] in names)
 
 
@@ -415,9 +418,9 @@ def write_offline_tasks(dest: Path, idx: OfflineIndex, hf_root: Path) -> Path:
     return dest
 
 
-def offline_task_manager(tasks: list[str] | None = None):
+def offline_task_manager():
     """TaskManager that knows only the offline definitions (embedded arrow files, extracted on first use); it
-    holds every offline task (`tasks` is accepted for the callers' sake: the index is built in ~2 s)."""
+    holds every offline task (the index is built in ~2 s)."""
     from lm_eval.tasks import TaskManager
 
     from compress.assets import asset_path, cache_dir

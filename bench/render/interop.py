@@ -43,8 +43,7 @@ def interop(d: dict) -> list[str]:
 
     for name in after["cases"]:
         lines.append(f"| {name} | " + " | ".join(cells(r["cases"].get(name)) for r in runs.values()) + " |")
-    notes = [r.get("note") for r in runs.values() if r.get("note")]
-    lines += [""] + [f"Note ({label}): {r['note']}" for label, r in runs.items() if r.get("note")] * bool(notes)
+    lines += [""] + [f"Note ({label}): {r['note']}" for label, r in runs.items() if r.get("note")]
     lines += [
         "",
         "Reading: before, compressed-tensors 0.14 refused our config (a stray top-level `format` made it parse a "

@@ -45,10 +45,6 @@ def unavailable() -> str | None:
     return build_error(load)
 
 
-def available() -> bool:
-    return unavailable() is None
-
-
 def check(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None, meta: torch.Tensor, int4: bool) -> None:
     """ValueError naming the problem unless the operands fit the kernel (it reads raw pointers, so a wrong
     dtype or shape would compute garbage or read out of bounds)."""

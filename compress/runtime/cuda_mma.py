@@ -68,10 +68,6 @@ def unavailable() -> str | None:
     return build_error(load)
 
 
-def available() -> bool:
-    return unavailable() is None
-
-
 def fragments(meta: torch.Tensor, values: torch.Tensor | None, qweight: torch.Tensor | None,
               scales: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
     """(a, e, s): the kernel's operands for one layer — afrag or qfrag, efrag, sfrag (int4 only)."""

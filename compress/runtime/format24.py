@@ -25,6 +25,12 @@ LAYOUT = {
 }
 
 
+def packed_shapes(n: int, k: int, int4: bool) -> dict[str, tuple[int, int]]:
+    """Shapes of a packed (N, K) weight's buffers, as LAYOUT describes them (bias aside)."""
+    values = {"qweight": (n, k // 16), "scales": (n, k // GROUP)} if int4 else {"values": (n, k // 2)}
+    return {"meta": (n, k // 32), **values}
+
+
 def positions_24(keep: torch.Tensor) -> torch.Tensor:
     """(N, K/2) int64 in-group positions (0..3) of the kept entries of an exact 2:4 keep-mask, column order."""
     rows, cols = keep.shape

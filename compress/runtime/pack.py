@@ -80,7 +80,7 @@ def load_packed(folder: str | Path, dtype: torch.dtype | None = None):
                 ) from None
             kw = {b: state[f"{name}.{b}"] for b in BUFFERS if f"{name}.{b}" in state}
             n, k = lin.out_features, lin.in_features
-            expect = {"meta": (n, k // 32), "values": (n, k // 2), "qweight": (n, k // 16), "scales": (n, k // 128)}
+            expect = format24.packed_shapes(n, k, int4=False) | format24.packed_shapes(n, k, int4=True)
             for b, shape in expect.items():
                 if b in kw and tuple(kw[b].shape) != shape:
                     raise UserError(f"{folder}: {name}.{b} has shape {tuple(kw[b].shape)}, expected {shape}")
