@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.render import cpu_numerics, foundation, interop, pruning, runtime, zeroshot
+from bench.render import checks, cpu_numerics, foundation, interop, pruning, runtime, zeroshot
 from bench.render.common import ROOT, common_args, llama2_7b_shaped, run_meta
 
 __all__ = ["ROOT", "common_args", "llama2_7b_shaped", "main", "render", "run_meta", "save"]
@@ -49,6 +49,8 @@ def render() -> str:
         lines += cpu_numerics.cpu_numerics(cn)
     if io := _read("interop.json"):
         lines += interop.interop(io)
+    if ck := _read("checks.json"):
+        lines += checks.render(ck)
     if rt := _read("runtime.json"):
         lines += runtime.runtime(rt)
     lines += [
