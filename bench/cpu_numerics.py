@@ -44,7 +44,7 @@ import sys, time, torch
 torch.set_num_threads(int(sys.argv[1]))
 sys.path.insert(0, sys.argv[3])
 from safetensors.torch import save_file
-from compress.config import PruneConfig
+from prune.stage import PruneConfig
 from compress.data import calibration_windows, load_calibration_corpus
 from compress.models import load_model
 from compress.pipeline import prune_model

@@ -24,11 +24,12 @@ import time  # noqa: E402
 import torch  # noqa: E402
 
 from bench.render import common_args, llama2_7b_shaped, run_meta, save  # noqa: E402
-from compress.config import EvalConfig, PruneConfig  # noqa: E402
+from compress.config import EvalConfig  # noqa: E402
 from compress.data import calibration_windows, load_calibration_corpus  # noqa: E402
 from compress.environment import peak_memory  # noqa: E402
 from compress.models import load_model, resolve_dtype  # noqa: E402
 from compress.pipeline import evaluate_perplexity, prune_model, resolve_device  # noqa: E402
+from prune.stage import PruneConfig  # noqa: E402
 
 RECIPES = {
     "magnitude_50": PruneConfig("magnitude", "unstructured", 0.5),

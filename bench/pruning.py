@@ -16,10 +16,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.render import common_args, llama2_7b_shaped, run_meta, save  # noqa: E402
-from compress.config import DSnoTOptions, EvalConfig, OWLOptions, PruneConfig  # noqa: E402
+from compress.config import EvalConfig  # noqa: E402
 from compress.data import calibration_windows, load_calibration_corpus  # noqa: E402
 from compress.models import load_model, resolve_dtype  # noqa: E402
 from compress.pipeline import evaluate_perplexity, prune_model, resolve_device  # noqa: E402
+from prune.stage import DSnoTOptions, OWLOptions, PruneConfig  # noqa: E402
 
 PATTERNS = {
     "50": ("unstructured", 0.5),

@@ -14,12 +14,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.render import run_meta, save  # noqa: E402
-from compress.config import CalibrationConfig, EvalConfig, PruneConfig, Recipe, RunConfig  # noqa: E402
+from compress.config import CalibrationConfig, EvalConfig, Recipe, RunConfig  # noqa: E402
 from compress.environment import environment  # noqa: E402
 from compress.models import resolve_dtype  # noqa: E402
 from compress.pipeline import resolve_device, run  # noqa: E402
 from eval.evaluate import evaluate  # noqa: E402
 from eval.zeroshot import mean_acc  # noqa: E402
+from prune.stage import PruneConfig  # noqa: E402
 
 CHECKPOINTS = {
     "dense": None,
@@ -47,7 +48,7 @@ def main() -> None:
     for name, prune in CHECKPOINTS.items():
         folder = args.workdir / name
         if not folder.exists():
-            recipe = Recipe(name=name, calibration=cal, prune=prune, eval=EvalConfig(perplexity=()))
+            recipe = Recipe(name=name, calibration=cal, stages=(prune,), eval=EvalConfig(perplexity=()))
             run(RunConfig("smollm2-135m", recipe, device=str(device)), folder, progress=False, log=print)
         r = evaluate(
             name,

@@ -96,12 +96,20 @@ def eval_results(report: dict, zeroshot: dict | None) -> list:
     return out
 
 
+def recipe_stages(recipe: dict) -> list[tuple[str, dict]]:
+    """(kind, settings) of a report's recipe, in order; reports written before stages have a `prune` key."""
+    if "stages" in recipe:
+        return [next(iter(s.items())) for s in recipe["stages"]]
+    return [("prune", recipe["prune"])] if recipe.get("prune") else []
+
+
 def render(report: dict, zeroshot: dict | None = None) -> str:
     from huggingface_hub import ModelCard, ModelCardData
 
     cfg = report["config"]
     recipe = cfg["recipe"]
-    prune = recipe.get("prune")
+    stages = recipe_stages(recipe)
+    prune = next((v for k, v in stages if k == "prune"), None)
     base_id, license_ = base_model(cfg["model"])
     fmt = report["export"]["format"]
     tags = ["compressed-tensors", "llm-compress"]

@@ -108,12 +108,14 @@ def _summary(report: dict, out: Path) -> str:
             f"  {name} perplexity: dense {r['dense']:.3f} -> compressed {r.get('compressed', float('nan')):.3f}"
             f"  ({r['windows']} windows of {r['seqlen']})"
         )
-    if "summary" in report:
-        s = report["summary"]
+    s = report.get("summary", {})
+    if "pruned_linears" in s:
         lines.append(
-            f"  {s['pruned_linears']} Linear layers pruned to {s['sparsity_of_pruned_linears']:.2%} sparsity, "
-            f"mean relative output error {s['mean_rel_output_error']:.4f}"
+            f"  {s['pruned_linears']} Linear layers pruned to {s['sparsity_of_pruned_linears']:.2%} sparsity"
+            + (f", mean relative output error {s['mean_rel_output_error']:.4f}" if "mean_rel_output_error" in s else "")
         )
+    if "finetune_tokens" in s:
+        lines.append(f"  finetuned on {s['finetune_tokens']:,} tokens in {s['finetune_s']:.0f} s")
     lines.append(
         f"  format: {report['export']['format']}; stage times (s): "
         + ", ".join(f"{k} {v:.1f}" for k, v in report["timings_s"].items())

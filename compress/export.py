@@ -61,9 +61,26 @@ def unpack_bitmask(bitmask: torch.Tensor, shape: tuple[int, int]) -> torch.Tenso
     return torch.from_numpy(bits.astype(bool)).reshape(rows, cols)
 
 
-def compress_24(W: torch.Tensor) -> dict[str, torch.Tensor]:
+def check_keep_24(keep: torch.Tensor, W: torch.Tensor) -> None:
+    """ValueError unless `keep` has exactly 2 of every 4 and W is zero wherever `keep` is False."""
+    rows, cols = W.shape
+    if tuple(keep.shape) != (rows, cols) or cols % 4:
+        raise ValueError(f"keep-mask {tuple(keep.shape)} does not fit weight {(rows, cols)} (in-features % 4 == 0)")
+    if not bool((keep.reshape(rows, cols // 4, 4).sum(-1) == 2).all()):
+        raise ValueError("keep-mask is not 2:4 (every group of 4 must keep exactly 2)")
+    if bool(((W != 0) & ~keep).any()):
+        raise ValueError("weight has nonzeros outside its 2:4 keep-mask")
+
+
+def compress_24(W: torch.Tensor, keep: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The compressed-tensors tensors of one 2:4 weight. `keep`: the mask the pruning stage recorded (a kept weight
+    may be exactly zero); None derives it from the zeros (`keep_mask_24`: for weights read back from a file)."""
     W = W.detach().cpu()
-    keep = keep_mask_24(W)
+    if keep is None:
+        keep = keep_mask_24(W)
+    else:
+        keep = keep.cpu()
+        check_keep_24(keep, W)
     rows, cols = W.shape
     return {
         "compressed": W[keep].reshape(rows, cols // 2).contiguous(),
@@ -283,6 +300,7 @@ def save_checkpoint(
     out: Path,
     *,
     compress_24_modules: set[str] = frozenset(),
+    masks_24: dict[str, torch.Tensor] | None = None,
     ignore: list[str] = (),
     extra_files: dict[str, str] | None = None,
     overwrite: bool = False,
@@ -290,7 +308,12 @@ def save_checkpoint(
 ) -> Path:
     """Write config, tokenizer, generation config, safetensors weights (2:4 modules compressed) and
     `extra_files` (name -> text) into `out`, atomically. A full disk gives one line; the temporary folder is
-    removed and an existing `out` is left as it was."""
+    removed and an existing `out` is left as it was.
+
+    2:4 modules: `masks_24` (name -> keep-mask, from the pipeline's records) is written as given; modules named only
+    in `compress_24_modules` (a model read back from a file) get the mask of their zeros."""
+    masks_24 = dict(masks_24 or {})
+    compress_24_modules = set(compress_24_modules) | set(masks_24)
     out = Path(out)
     check_output_dir(out, overwrite)  # also removes stale temporary folders of killed exports
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -300,7 +323,11 @@ def save_checkpoint(
     for name, t in _state_dict_for_export(model).items():
         module = name.removesuffix(".weight")
         if name.endswith(".weight") and module in compress_24_modules:
-            for suffix, v in compress_24(t).items():
+            try:
+                encoded = compress_24(t, masks_24.get(module))
+            except ValueError as e:
+                raise UserError(f"{module}: {e}; refusing to export it as 2:4") from None
+            for suffix, v in encoded.items():
                 tensors[f"{module}.{suffix}"] = v
         else:
             tensors[name] = t.detach().cpu().contiguous()

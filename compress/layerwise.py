@@ -23,7 +23,9 @@ from tqdm.auto import tqdm
 
 from compress.errors import Interrupted, UserError
 from compress.models import decoder_layers
+from compress.records import LinearRecord, Records
 from compress.resume import LayerwiseCheckpoint
+from compress.stages import LayerwiseStage
 
 # step(layer_index, {name: Linear}, {name: stats or None}) -> {name: metrics}; modifies weights in place.
 Step = Callable[[int, dict[str, nn.Linear], dict[str, object]], dict[str, dict]]
@@ -40,6 +42,7 @@ class LayerwiseResult:
     hidden: list[torch.Tensor]  # outputs of the last decoder layer, one per batch (on the compute device)
     metrics: dict[str, dict] = field(default_factory=dict)  # per Linear name
     timings: dict[str, float] = field(default_factory=dict)
+    records: dict = field(default_factory=dict)  # Linear name -> LinearRecord (set by prune_model)
 
 
 @dataclass
@@ -185,6 +188,62 @@ def _layer_output(out):
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
+RECORD_PREFIX = "__record__."  # keys of a layer's resume file that hold its Linears' packed keep-masks
+
+
+def record_tensors(records: Records | None, linears: dict[str, nn.Linear]) -> dict[str, torch.Tensor]:
+    """The packed masks of the records of `linears`, keyed for a layer's resume file."""
+    if not records:
+        return {}
+    return {
+        f"{RECORD_PREFIX}{n}": records[n].keep_bits
+        for n in linears
+        if n in records and records[n].keep_bits is not None
+    }
+
+
+def record_json(records: Records | None) -> dict:
+    return {n: r.to_json() for n, r in (records or {}).items()}
+
+
+def restore_records(records: Records | None, tensors: dict[str, torch.Tensor], saved: dict) -> None:
+    """Take a resumed layer's record entries out of `tensors` (in place) into `records`."""
+    for key in [k for k in tensors if k.startswith(RECORD_PREFIX)]:
+        name = key.removeprefix(RECORD_PREFIX)
+        bits = tensors.pop(key)
+        if records is not None:
+            records[name] = LinearRecord.from_json(saved[name], bits)
+
+
+def forward_groups(layer: nn.Module, linears: dict[str, nn.Linear], run_once) -> list[dict[str, nn.Linear]]:
+    """The Linears of `linears` in the order one forward of `layer` calls them, consecutive ones that receive the
+    same input tensor in one group (Llama: [q, k, v], [o], [gate, up], [down])."""
+    calls: list[tuple[str, int]] = []
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out, n=n: calls.append((n, inp[0].data_ptr())))
+        for n, m in linears.items()
+    ]
+    try:
+        run_once()
+    finally:
+        for h in hooks:
+            h.remove()
+    groups: list[dict[str, nn.Linear]] = []
+    last_ptr, seen = None, set()
+    for name, ptr in calls:
+        if name in seen:  # a Linear called twice in one forward: keep its first position
+            continue
+        seen.add(name)
+        if not groups or ptr != last_ptr:
+            groups.append({})
+        groups[-1][name] = linears[name]
+        last_ptr = ptr
+    missing = [n for n in linears if n not in seen]
+    if missing:
+        groups.append({n: linears[n] for n in missing})  # not called on this batch: last, as one group
+    return groups
+
+
 @torch.no_grad()
 def run_layerwise(
     model: nn.Module,
@@ -195,13 +254,19 @@ def run_layerwise(
     make_stats: MakeStats | None = None,
     targets: Callable[[str, nn.Linear], bool] = lambda name, lin: True,
     measure_error: bool = True,
+    sequential: bool = False,
     progress: bool = True,
     checkpoint: LayerwiseCheckpoint | None = None,
+    records: Records | None = None,
 ) -> LayerwiseResult:
     """Walk the decoder layers once; see the module docstring. `batches`: token ids, (B, T) each.
 
-    With `checkpoint`, finished layers and the hidden states are saved from time to time (and on Ctrl-C), and
-    a run with the same key continues after the last saved layer."""
+    `sequential`: the targeted Linears of a layer are taken in groups, in forward order (Linears fed the same input
+    tensor form one group: q/k/v, gate/up), each group's statistics gathered with the groups before it already
+    compressed (IST-DASLab/sparsegpt `llama_sequential` with `--true-sequential`); one statistics pass per group.
+
+    With `checkpoint`, finished layers (and their Linears' `records`) and the hidden states are saved from time to
+    time (and on Ctrl-C), and a run with the same key continues after the last saved layer."""
     t0 = time.perf_counter()
     layers = decoder_layers(model)
     hidden, calls = capture_layer_inputs(model, batches, device)
@@ -209,7 +274,9 @@ def run_layerwise(
     start = checkpoint.next_layer if checkpoint else 0
     if start:  # resume: restore finished layers and the inputs of layer `start`
         for i in range(start):
-            layers[i].load_state_dict(checkpoint.layer_tensors(i))
+            tensors = checkpoint.layer_tensors(i)
+            restore_records(records, tensors, checkpoint.state["records"])
+            layers[i].load_state_dict(tensors)
         saved = checkpoint.hidden()
         if [tuple(h.shape) for h in saved] != [tuple(h.shape) for h in hidden]:
             raise UserError(f"resume data in {checkpoint.folder} does not match these batches; delete it to restart")
@@ -245,27 +312,32 @@ def run_layerwise(
             linears = {n: m for n, m in named.items() if targets(n, m)}
             for n, m in linears.items():
                 check_finite(f"{n}.weight", [m.weight])
-            stats = {n: (make_stats(n, m) if make_stats else None) for n, m in linears.items()}
-
-            # Pass 1: statistics from the unmodified layer.
-            hooks = [
-                m.register_forward_hook(lambda mod, inp, out, s=stats[n]: s.add_batch(inp[0].detach()))
-                for n, m in linears.items()
-                if stats[n] is not None
-            ]
-            if hooks:
-                for i in range(len(result.hidden)):
-                    forward(layer, i, idx)
-                for handle in hooks:
-                    handle.remove()
-            tick("stats_pass_s")
-
             dense = {n: m.weight.detach().clone() for n, m in linears.items()} if measure_error else {}
-            metrics = step(idx, linears, stats)
-            del stats
-            for n, m in linears.items():
-                check_finite(f"{n}.weight after compression", [m.weight])
-            tick("step_s")
+            groups = (
+                forward_groups(layer, linears, lambda la=layer, i=idx: forward(la, 0, i)) if sequential else [linears]
+            )
+            metrics = {}
+            for group in groups:
+                stats = {n: (make_stats(n, m) if make_stats else None) for n, m in group.items()}
+
+                # Pass 1: statistics from the layer as it is (unmodified, or with the earlier groups compressed).
+                hooks = [
+                    m.register_forward_hook(lambda mod, inp, out, s=stats[n]: s.add_batch(inp[0].detach()))
+                    for n, m in group.items()
+                    if stats[n] is not None
+                ]
+                if hooks:
+                    for i in range(len(result.hidden)):
+                        forward(layer, i, idx)
+                    for handle in hooks:
+                        handle.remove()
+                tick("stats_pass_s")
+
+                metrics.update(step(idx, group, stats))
+                del stats
+                for n, m in group.items():
+                    check_finite(f"{n}.weight after compression", [m.weight])
+                tick("step_s")
 
             # Pass 2: next layer's inputs from the modified layer; per-Linear output error vs the dense weight.
             errors = {n: torch.zeros(2, dtype=torch.float64, device=device) for n in dense}
@@ -290,15 +362,15 @@ def run_layerwise(
             result.hidden = outputs
             done = idx + 1
             if checkpoint is not None and done < len(layers):
-                finished[idx] = dict(layer.state_dict())
+                finished[idx] = {**layer.state_dict(), **record_tensors(records, linears)}
                 if checkpoint.due():
-                    checkpoint.save(done, result.hidden, result.metrics, finished)
+                    checkpoint.save(done, result.hidden, result.metrics, finished, record_json(records))
                     finished = {}
     except KeyboardInterrupt:
         if checkpoint is None:
             raise
         if done > checkpoint.next_layer:  # keep what is finished (one atomic checkpoint)
-            checkpoint.save(done, result.hidden, result.metrics, finished)
+            checkpoint.save(done, result.hidden, result.metrics, finished, record_json(records))
         if checkpoint.next_layer == 0:
             raise
         raise Interrupted(
@@ -310,3 +382,53 @@ def run_layerwise(
     result.timings.update(phase)
     result.timings["total_s"] = time.perf_counter() - t0
     return result
+
+
+def run_layerwise_stage(
+    stage: LayerwiseStage,
+    model: nn.Module,
+    windows: torch.Tensor,
+    *,
+    device: torch.device,
+    batch_size: int = 1,
+    measure_error: bool = True,
+    progress: bool = True,
+    checkpoint: LayerwiseCheckpoint | None = None,
+    records: Records | None = None,
+) -> LayerwiseResult:
+    """Run one layer-wise stage as it declares (compress/stages.py): its targets checked, its optional measuring
+    walk over the dense model, then the walk that compresses, with its statistics and (true-)sequential order."""
+    targets = stage.targets(model)
+    stage.check(targets)
+    batches = list(windows.split(batch_size))
+    pre = stage.prepass()
+    if pre is not None:
+
+        def measure(idx, linears, stats):
+            pre.measure(idx, linears, stats)
+            return {}
+
+        run_layerwise(
+            model,
+            batches,
+            measure,
+            device=device,
+            make_stats=pre.make_stats,
+            targets=lambda name, lin: name in targets,
+            measure_error=False,
+            progress=progress,
+        )
+        pre.conclude()
+    return run_layerwise(
+        model,
+        batches,
+        stage.step,
+        device=device,
+        make_stats=stage.make_stats,
+        targets=lambda name, lin: name in targets,
+        measure_error=measure_error,
+        sequential=stage.sequential,
+        progress=progress,
+        checkpoint=checkpoint,
+        records=records,
+    )

@@ -1,10 +1,13 @@
-"""calibrate -> prune -> (quantize, finetune: later) -> evaluate -> export, as a handful of calls."""
+"""calibrate -> stages (prune, finetune; quantize later) -> evaluate -> export, as a handful of calls.
+
+`run` reads top to bottom: load the calibration text and the model, evaluate the dense model, run the recipe's
+stages in order (each kind registered by its package, compress/stages.py: layer-wise ones through the one driver,
+the others with the whole model), evaluate the result, export what the stages recorded for each Linear.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,20 +16,18 @@ import torch
 from torch import nn
 
 from compress.card import write_card
-from compress.config import PruneConfig, RunConfig, to_dict
+from compress.config import RunConfig, to_dict
 from compress.data import calibration_windows, load_calibration_corpus, perplexity_text
 from compress.devices import resolve_device
 from compress.environment import environment, peak_memory
-from compress.errors import UserError
 from compress.export import check_output_dir, save_checkpoint
-from compress.layerwise import LayerwiseResult, run_layerwise
-from compress.models import context_length, decoder_layers, load_model, resolve_dtype
+from compress.layerwise import LayerwiseResult, run_layerwise_stage
+from compress.models import context_length, load_model, resolve_dtype
+from compress.records import Records, check_weight_matches, with_pattern
 from compress.resume import LayerwiseCheckpoint, run_key
+from compress.stages import LayerwiseStage, StageContext, kind_of
 from eval.perplexity import perplexity, token_windows
-from prune import NM, make_stats, prune_weight
-from prune.owl import outlier_ratio, owl_sparsities
-from prune.stats import ActNormSq
-from prune.wanda import wanda_scores
+from prune.config import NM
 
 
 class Timer(dict):
@@ -37,103 +38,30 @@ class Timer(dict):
         self[stage] = round(time.perf_counter() - t0, 3)
 
 
-def prunable_linears(model: nn.Module, cfg: PruneConfig) -> dict[str, nn.Linear]:
-    """Linear modules inside decoder layers that the recipe does not `ignore` (lm_head never is one)."""
-    layer_ids = {id(m) for layer in decoder_layers(model) for m in layer.modules()}
-    return {
-        name: m
-        for name, m in model.named_modules()
-        if isinstance(m, nn.Linear) and id(m) in layer_ids and not any(re.fullmatch(p, name) for p in cfg.ignore)
-    }
-
-
-def check_prunable(linears: dict[str, nn.Linear], cfg: PruneConfig) -> None:
-    pattern = cfg.spec.pattern
-    if isinstance(pattern, NM):
-        for name, m in linears.items():
-            if m.in_features % pattern.m:
-                raise UserError(
-                    f"{name} has {m.in_features} in-features, not divisible by M={pattern.m} of pattern {pattern}; "
-                    f"leave it dense with prune.ignore: ['{re.escape(name)}']"
-                )
-
-
-def prune_model(
-    model: nn.Module,
-    windows: torch.Tensor,
-    cfg: PruneConfig,
-    device: torch.device,
-    batch_size: int = 1,
-    progress: bool = True,
-    measure_error: bool = True,
-    checkpoint: LayerwiseCheckpoint | None = None,
-) -> LayerwiseResult:
-    """Prune every targeted Linear layer by layer with the recipe's method; returns per-Linear metrics."""
-    targets = prunable_linears(model, cfg)
-    check_prunable(targets, cfg)
-    per_linear = owl_methods(model, windows, cfg, targets, device, batch_size, progress) if cfg.owl else {}
-
-    def method_for(name: str):
-        return per_linear.get(name) or cfg.method_for(name)
-
-    def step(idx: int, linears: dict[str, nn.Linear], stats: dict) -> dict[str, dict]:
-        metrics = {}
-        for name, lin in linears.items():
-            try:
-                pruned, _ = prune_weight(method_for(name), lin.weight.data, stats[name])
-            except ValueError as e:  # e.g. a Hessian that no damping makes positive definite
-                raise UserError(f"{name}: {e}") from None
-            lin.weight.data.copy_(pruned)
-            metrics[name] = {"shape": list(pruned.shape), "sparsity": float((pruned == 0).float().mean())}
-        return metrics
-
-    return run_layerwise(
+def prune_model(model, windows, cfg, device, batch_size=1, progress=True, measure_error=True, checkpoint=None):
+    """One prune stage on its own (tests, benchmarks): returns the driver's result; `.records` holds the masks."""
+    records: Records = {}
+    stage = kind_of(cfg).runner(cfg, StageContext(model, None, device, windows, records, batch_size, progress))
+    result = run_layerwise_stage(
+        stage,
         model,
-        list(windows.split(batch_size)),
-        step,
+        windows,
         device=device,
-        make_stats=lambda name, lin: make_stats(method_for(name), lin.in_features, device),
-        targets=lambda name, lin: name in targets,
+        batch_size=batch_size,
         measure_error=measure_error,
         progress=progress,
         checkpoint=checkpoint,
+        records=records,
     )
+    result.records = records
+    return result
 
 
-def owl_methods(model, windows, cfg: PruneConfig, targets, device, batch_size, progress) -> dict:
-    """OWL: one pass over the dense model for each layer's Wanda-score outlier ratio, then a per-Linear spec
-    with that layer's sparsity (Yin et al. 2024, Alg. 1)."""
-    ratios: dict[int, float] = {}
-    names: dict[int, list[str]] = {}
-
-    def measure(idx, linears, stats):
-        scores = [wanda_scores(lin.weight.data, stats[n].value) for n, lin in linears.items()]
-        ratios[idx] = outlier_ratio(scores, cfg.owl.M)
-        names[idx] = list(linears)
-        return {}
-
-    run_layerwise(
-        model,
-        list(windows.split(batch_size)),
-        measure,
-        device=device,
-        make_stats=lambda name, lin: ActNormSq(lin.in_features, device),
-        targets=lambda name, lin: name in targets,
-        measure_error=False,
-        progress=progress,
-    )
-    layers = sorted(ratios)
-    sparsities = owl_sparsities([ratios[i] for i in layers], cfg.spec.pattern.sparsity, cfg.owl.lam)
-    return {
-        n: dataclasses.replace(cfg, sparsity=s).method_for(n)
-        for i, s in zip(layers, sparsities, strict=True)
-        for n in names[i]
-    }
-
-
-def evaluate_perplexity(model, tokenizer, cfg, device, progress=True) -> dict[str, dict]:
+def evaluate_perplexity(model, tokenizer, cfg, device, progress=True, keep_device=False) -> dict[str, dict]:
+    """Perplexity on each of `cfg.perplexity`; the model goes back to the CPU unless `keep_device`."""
     seqlen = min(cfg.seqlen, context_length(model) or cfg.seqlen)
     out = {}
+    home = next(model.parameters()).device
     model.to(device)
     try:
         for name in cfg.perplexity:
@@ -145,7 +73,8 @@ def evaluate_perplexity(model, tokenizer, cfg, device, progress=True) -> dict[st
                 "windows": len(windows),
             }
     finally:
-        model.to("cpu")
+        if not keep_device:
+            model.to(home if home.type != "meta" else "cpu")
     return out
 
 
@@ -162,7 +91,7 @@ def run(cfg: RunConfig, out: Path, overwrite: bool = False, progress: bool = Tru
     report: dict = {"config": to_dict(cfg), "environment": environment(), "device": str(device)}
 
     corpus = None
-    if recipe.prune is not None:  # before the model: a bad calibration file fails in a second
+    if recipe.uses_calibration:  # before the model: a bad calibration file fails in a second
         with timer("calibration_data"):
             corpus = load_calibration_corpus(recipe.calibration.dataset)
     with timer("load_model"):
@@ -173,11 +102,9 @@ def run(cfg: RunConfig, out: Path, overwrite: bool = False, progress: bool = Tru
         "dtype": str(dtype),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
-    if recipe.prune is not None:  # validate shapes before the long part
-        check_prunable(prunable_linears(model, recipe.prune), recipe.prune)
 
     windows, checkpoint = None, None
-    if recipe.prune is not None:
+    if recipe.uses_calibration:
         cal = recipe.calibration
         seqlen = min(cal.seqlen, context_length(model) or cal.seqlen)
         with timer("calibration_windows"):
@@ -188,37 +115,39 @@ def run(cfg: RunConfig, out: Path, overwrite: bool = False, progress: bool = Tru
         if checkpoint.resumed:
             log(f"resuming from {checkpoint.folder}: layers before {checkpoint.next_layer} are done")
 
-    ppl: dict[str, dict] = {}
-    if recipe.eval.perplexity:
-        if checkpoint is not None and "dense_perplexity" in checkpoint.state["extra"]:
-            ppl = checkpoint.state["extra"]["dense_perplexity"]
-        else:
-            log(f"perplexity of the dense model on {', '.join(recipe.eval.perplexity)}")
-            with timer("eval_dense"):
-                for name, r in evaluate_perplexity(model, tokenizer, recipe.eval, device, progress).items():
-                    ppl[name] = {"dense": r["ppl"], "seqlen": r["seqlen"], "windows": r["windows"]}
-            if checkpoint is not None:  # a resumed run need not evaluate the dense model again
-                checkpoint.put_extra("dense_perplexity", ppl)
+    records: Records = {}
+    ctx = StageContext(
+        model,
+        tokenizer,
+        device,
+        windows,
+        records,
+        batch_size=recipe.calibration.batch_size,
+        progress=progress,
+        log=log,
+        work_dir=out.with_name(f".{out.name}.stages"),
+        evaluate=lambda m: evaluate_perplexity(m, tokenizer, recipe.eval, device, progress=False, keep_device=True),
+    )
+    stages = [kind_of(c).runner(c, ctx) for c in recipe.stages]
+    for stage in stages:  # validate shapes before the long part
+        if isinstance(stage, LayerwiseStage):
+            stage.check(stage.targets(model))
 
-    compressed_24: set[str] = set()
-    if recipe.prune is not None:
-        log(
-            f"pruning: {recipe.prune.method} {recipe.prune.spec.pattern} on {device}, "
-            f"{cal.nsamples} x {seqlen} tokens of {cal.dataset}"
-        )
-        with timer("prune"):
-            result = prune_model(model, windows, recipe.prune, device, cal.batch_size, progress, checkpoint=checkpoint)
-        report["layers"] = result.metrics
-        report["prune_timings_s"] = result.timings
-        pruned = list(result.metrics.values())
-        numel = sum(m["shape"][0] * m["shape"][1] for m in pruned)
-        report["summary"] = {
-            "pruned_linears": len(pruned),
-            "sparsity_of_pruned_linears": sum(m["sparsity"] * m["shape"][0] * m["shape"][1] for m in pruned) / numel,
-            "mean_rel_output_error": sum(m["rel_output_error"] for m in pruned) / len(pruned),
-        }
-        if recipe.prune.spec.pattern == NM(2, 4):
-            compressed_24 = set(result.metrics)
+    ppl = dense_perplexity(model, tokenizer, recipe.eval, device, checkpoint, progress, log, timer)
+
+    report["stages"], report["layers"], report["summary"] = [], {}, {}
+    for i, stage in enumerate(stages):
+        kind = kind_of(stage.config).name
+        label = kind if kind not in timer else f"{kind}_{i}"
+        log(f"stage {i + 1}/{len(stages)}: {kind} {stage.describe()} on {device}" + _calibration_note(stage, recipe))
+        with timer(label):
+            entry = run_stage(stage, ctx, checkpoint if i == _first_layerwise(stages) else None)
+        report["stages"].append({"kind": kind, **entry})
+        for name, m in entry.pop("layers", {}).items():
+            report["layers"].setdefault(name, {}).update(m)
+        report["summary"].update(entry.get("summary", {}))
+        if "timings_s" in entry and kind == "prune" and "prune_timings_s" not in report:
+            report["prune_timings_s"] = entry["timings_s"]
 
     if recipe.eval.perplexity:
         log("perplexity of the compressed model")
@@ -227,6 +156,10 @@ def run(cfg: RunConfig, out: Path, overwrite: bool = False, progress: bool = Tru
                 ppl[name]["compressed"] = r["ppl"]
     report["perplexity"] = ppl
 
+    compressed_24 = with_pattern(records, NM(2, 4))
+    for name, module in model.named_modules():  # what is exported is what the records say
+        if name in records:
+            check_weight_matches(name, module.weight, records[name])
     report["export"] = {
         "format": "sparse-24-bitmask" if compressed_24 else "dense",
         "compressed_modules": len(compressed_24),
@@ -239,7 +172,7 @@ def run(cfg: RunConfig, out: Path, overwrite: bool = False, progress: bool = Tru
             model,
             tokenizer,
             out,
-            compress_24_modules=compressed_24,
+            masks_24={n: records[n].mask for n in compressed_24},
             ignore=dense_linears if compressed_24 else [],
             extra_files={"report.json": json.dumps(report, indent=2) + "\n"},
             overwrite=overwrite,
@@ -251,3 +184,49 @@ def run(cfg: RunConfig, out: Path, overwrite: bool = False, progress: bool = Tru
     if checkpoint is not None:
         checkpoint.remove()
     return report
+
+
+def run_stage(stage, ctx: StageContext, checkpoint: LayerwiseCheckpoint | None) -> dict:
+    """One stage: layer-wise ones through the driver (with the run's resume checkpoint), the others on the whole
+    model. Returns the stage's report entry: summary, per-Linear metrics (`layers`), timings."""
+    if isinstance(stage, LayerwiseStage):
+        result: LayerwiseResult = run_layerwise_stage(
+            stage,
+            ctx.model,
+            ctx.windows,
+            device=ctx.device,
+            batch_size=ctx.batch_size,
+            progress=ctx.progress,
+            checkpoint=checkpoint,
+            records=ctx.records,
+        )
+        return {"summary": stage.summary(result.metrics), "layers": result.metrics, "timings_s": result.timings}
+    return stage.run()
+
+
+def _first_layerwise(stages) -> int | None:
+    """Only the first layer-wise stage resumes from the layer-wise checkpoint (it describes one walk)."""
+    return next((i for i, s in enumerate(stages) if isinstance(s, LayerwiseStage)), None)
+
+
+def _calibration_note(stage, recipe) -> str:
+    if not isinstance(stage, LayerwiseStage):
+        return ""
+    cal = recipe.calibration
+    return f", {cal.nsamples} x {cal.seqlen} tokens of {cal.dataset}"
+
+
+def dense_perplexity(model, tokenizer, cfg, device, checkpoint, progress, log, timer) -> dict[str, dict]:
+    """The dense model's perplexity per eval set (kept in the resume checkpoint: a resumed run skips it)."""
+    ppl: dict[str, dict] = {}
+    if not cfg.perplexity:
+        return ppl
+    if checkpoint is not None and "dense_perplexity" in checkpoint.state["extra"]:
+        return checkpoint.state["extra"]["dense_perplexity"]
+    log(f"perplexity of the dense model on {', '.join(cfg.perplexity)}")
+    with timer("eval_dense"):
+        for name, r in evaluate_perplexity(model, tokenizer, cfg, device, progress).items():
+            ppl[name] = {"dense": r["ppl"], "seqlen": r["seqlen"], "windows": r["windows"]}
+    if checkpoint is not None:  # a resumed run need not evaluate the dense model again
+        checkpoint.put_extra("dense_perplexity", ppl)
+    return ppl

@@ -71,7 +71,7 @@ class LayerwiseCheckpoint:
     def __init__(self, folder: Path, key: str, every_s: float = 300.0) -> None:
         self.folder, self.key, self.every_s = Path(folder), key, every_s
         self._last = time.monotonic()
-        self.state: dict = {"key": key, "next_layer": 0, "metrics": {}, "extra": {}}
+        self.state: dict = {"key": key, "next_layer": 0, "metrics": {}, "records": {}, "extra": {}}
         self.resumed = False
         if not self.folder.exists():
             return
@@ -86,7 +86,7 @@ class LayerwiseCheckpoint:
             self.state["extra"], self.resumed = extra["extra"], True
         if steps:
             last = max(steps)
-            self.state.update(next_layer=last, metrics=steps[last]["metrics"])
+            self.state.update(next_layer=last, metrics=steps[last]["metrics"], records=steps[last].get("records", {}))
             self.resumed = True
             self._verify(last)
 
@@ -165,9 +165,10 @@ class LayerwiseCheckpoint:
         hidden: list[torch.Tensor],
         metrics: dict,
         finished_layers: dict[int, dict[str, torch.Tensor]],
+        records: dict | None = None,
     ) -> None:
         """One atomic checkpoint: layers `finished_layers` (those done since the last save) and the inputs of
-        layer `next_layer`."""
+        layer `next_layer`; `records`: the JSON part of the Linears' records (their masks are layer tensors)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         final = self._step_dir(next_layer)
         tmp = self.folder / f".{final.name}.tmp"
@@ -178,7 +179,7 @@ class LayerwiseCheckpoint:
                 _save(tensors, tmp / f"layer_{idx:04d}.safetensors", {"key": self.key, "layer": str(idx)})
             meta = {"key": self.key, "next_layer": str(next_layer)}
             _save({f"h{i}": h for i, h in enumerate(hidden)}, tmp / "hidden.safetensors", meta)
-            state = {"key": self.key, "next_layer": next_layer, "metrics": metrics}
+            state = {"key": self.key, "next_layer": next_layer, "metrics": metrics, "records": records or {}}
             _write_json(tmp / "state.json", state)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
@@ -197,7 +198,7 @@ class LayerwiseCheckpoint:
         for n in self._steps():  # the new checkpoint is complete: older hidden states are not needed
             if n != next_layer:
                 (self._step_dir(n) / "hidden.safetensors").unlink(missing_ok=True)
-        self.state.update(next_layer=next_layer, metrics=metrics)
+        self.state.update(next_layer=next_layer, metrics=metrics, records=records or {})
         self._last = time.monotonic()
 
     def put_extra(self, name: str, value) -> None:

@@ -4,11 +4,12 @@ import pytest
 import torch
 
 from compress.cli import main
-from compress.config import PruneConfig, load_recipe, recipe_from_dict
+from compress.config import load_recipe, recipe_from_dict
 from compress.data import Corpus, calibration_windows
 from compress.errors import UserError
-from compress.pipeline import check_prunable, prunable_linears
 from compress.sources import resolve_model
+from compress.stages import StageContext
+from prune.stage import PruneConfig, PruneStage
 
 
 def test_every_shipped_recipe_is_valid():
@@ -16,7 +17,7 @@ def test_every_shipped_recipe_is_valid():
 
     for f in sorted(Path("compress/recipes").glob("*.yaml")):
         r = load_recipe(f)
-        assert r.prune is None or r.prune.spec is not None
+        assert all(s.spec is not None for s in r.stages if isinstance(s, PruneConfig))
 
 
 def test_shipped_recipes_load():
@@ -26,7 +27,7 @@ def test_shipped_recipes_load():
         ("magnitude-2of4", "magnitude", "2:4"),
     ]:
         r = load_recipe(f"compress/recipes/{name}.yaml")
-        assert (r.prune.method, r.prune.pattern, r.calibration.nsamples, r.calibration.seqlen) == (
+        assert (r.stages[0].method, r.stages[0].pattern, r.calibration.nsamples, r.calibration.seqlen) == (
             method,
             pattern,
             128,
@@ -70,11 +71,13 @@ def test_unknown_model_alias():
 
 
 def test_indivisible_in_features_is_an_error_naming_the_layer(tiny):
-    cfg = PruneConfig("magnitude", "3:5")
+    def check(cfg):
+        stage = PruneStage(cfg, StageContext(tiny, None, torch.device("cpu"), None, {}))
+        stage.check(stage.targets(tiny))
+
     with pytest.raises(UserError, match=r"model.layers.0.self_attn.q_proj has 64 in-features, not divisible by M=5"):
-        check_prunable(prunable_linears(tiny, cfg), cfg)
-    ignored = PruneConfig("magnitude", "3:5", ignore=(r".*",))
-    check_prunable(prunable_linears(tiny, ignored), ignored)  # everything ignored: nothing to check
+        check(PruneConfig("magnitude", "3:5"))
+    check(PruneConfig("magnitude", "3:5", ignore=(r".*",)))  # everything ignored: nothing to check
 
 
 def test_cli_existing_output_fails_before_any_work(tmp_path, capsys):

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from compress.config import DSnoTOptions, PruneConfig
 from compress.pipeline import prune_model
 from prune import DSnoTConfig, MagnitudeConfig, SparseGPTConfig, WandaConfig, make_stats, prune_weight
 from prune.config import NM, Unstructured
 from prune.dsnot import row_error
 from prune.masks import satisfies_nm
+from prune.stage import DSnoTOptions, PruneConfig
 from prune.step import dsnot_init
 
 

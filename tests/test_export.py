@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from compress.config import PruneConfig
 from compress.errors import UserError
 from compress.export import compress_24, decompress_24, read_state_dict, save_checkpoint
 from compress.loading import load_checkpoint
 from compress.pipeline import prune_model
+from prune.stage import PruneConfig
 
 
 def _random_24(rows=8, cols=32, seed=0, dtype=torch.bfloat16):

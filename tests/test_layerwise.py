@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from compress.config import PruneConfig
 from compress.errors import UserError
 from compress.layerwise import run_layerwise
 from compress.pipeline import prune_model
 from prune.masks import satisfies_nm
+from prune.stage import PruneConfig
 
 
 def test_noop_step_reproduces_full_model_logits(tiny):

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from compress.config import OWLOptions, PruneConfig, recipe_from_dict
+from compress.config import recipe_from_dict
 from compress.pipeline import prune_model
 from prune.owl import outlier_ratio, owl_sparsities
+from prune.stage import OWLOptions, PruneConfig
 from tests.conftest import tiny_llama
 
 

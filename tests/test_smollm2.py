@@ -5,10 +5,11 @@ import json
 import pytest
 import torch
 
-from compress.config import CalibrationConfig, EvalConfig, PruneConfig, Recipe, RunConfig
+from compress.config import CalibrationConfig, EvalConfig, Recipe, RunConfig
 from compress.loading import load_checkpoint
 from compress.pipeline import evaluate_perplexity, run
 from prune.masks import satisfies_nm
+from prune.stage import PruneConfig
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +21,7 @@ EVAL = EvalConfig(perplexity=("wiki",), seqlen=512, max_windows=4)
 def reports(tmp_path_factory):
     out = {}
     for method in ("wanda", "magnitude"):
-        recipe = Recipe(name=f"{method}-2of4", calibration=CAL, prune=PruneConfig(method, "2:4"), eval=EVAL)
+        recipe = Recipe(name=f"{method}-2of4", calibration=CAL, stages=(PruneConfig(method, "2:4"),), eval=EVAL)
         folder = tmp_path_factory.mktemp("runs") / method
         out[method] = (
             run(RunConfig("smollm2-135m", recipe, device="cpu"), folder, progress=False, log=lambda m: None),

@@ -188,13 +188,14 @@ def test_folder_without_weights_or_with_broken_config(tmp_path):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A real Wanda 2:4 SmolLM2 checkpoint (small calibration)."""
-    from compress.config import CalibrationConfig, EvalConfig, PruneConfig, Recipe, RunConfig
+    from compress.config import CalibrationConfig, EvalConfig, Recipe, RunConfig
     from compress.pipeline import run
+    from prune.stage import PruneConfig
 
     recipe = Recipe(
         name="wanda-2of4",
         calibration=CalibrationConfig(nsamples=4, seqlen=128),
-        prune=PruneConfig("wanda", "2:4"),
+        stages=(PruneConfig("wanda", "2:4"),),
         eval=EvalConfig(("wiki",), 256, 2),
     )
     folder = tmp_path_factory.mktemp("zs") / "ckpt"

@@ -1,0 +1,81 @@
+"""One record per compressed Linear, handed from stage to stage and encoded by the export (issue 14, A.2).
+
+A stage that changes a Linear's sparsity writes its record: the pattern the weight satisfies and the keep-mask
+it chose (packed 8 per byte, compressed-tensors' bitmask layout, so a 7B model's masks take 0.8 GB, not 6.5).
+Later stages (finetune) replace the mask; the export writes the mask it finds here and checks the weight against
+it (a pruned position holding a nonzero value is an error, never silently re-derived from the zeros).
+Quantization (issue 15) adds its codes, scales and groups here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from prune.config import NM, Pattern, Unstructured
+
+
+def pack_bits(keep: torch.Tensor) -> torch.Tensor:
+    """(rows, cols) bool -> (rows, ceil(cols/8)) uint8, numpy.packbits(axis=-1, bitorder='little')."""
+    return torch.from_numpy(np.packbits(keep.detach().cpu().numpy(), axis=-1, bitorder="little"))
+
+
+def unpack_bits(bits: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    rows, cols = shape
+    out = np.unpackbits(bits.cpu().numpy(), axis=-1, count=cols, bitorder="little")
+    return torch.from_numpy(out.astype(bool)).reshape(rows, cols)
+
+
+@dataclass
+class LinearRecord:
+    """What the stages decided for one Linear. `keep_bits`: the packed keep-mask (None: dense)."""
+
+    shape: tuple[int, int]
+    pattern: Pattern | None = None
+    keep_bits: torch.Tensor | None = None
+
+    @property
+    def mask(self) -> torch.Tensor | None:
+        """The (rows, cols) bool keep-mask, or None for a dense Linear."""
+        return None if self.keep_bits is None else unpack_bits(self.keep_bits, self.shape)
+
+    def set_mask(self, pattern: Pattern, keep: torch.Tensor) -> None:
+        if tuple(keep.shape) != tuple(self.shape) or keep.dtype != torch.bool:
+            raise ValueError(f"keep-mask must be bool {tuple(self.shape)}, got {keep.dtype} {tuple(keep.shape)}")
+        self.pattern, self.keep_bits = pattern, pack_bits(keep)
+
+    # ---- resume files (compress/resume.py): tensors + JSON
+    def to_json(self) -> dict:
+        p = self.pattern
+        kind = None if p is None else ({"n": p.n, "m": p.m} if isinstance(p, NM) else {"sparsity": p.sparsity})
+        return {"shape": list(self.shape), "pattern": kind}
+
+    @classmethod
+    def from_json(cls, data: dict, keep_bits: torch.Tensor | None) -> LinearRecord:
+        p = data["pattern"]
+        pattern = None if p is None else (NM(p["n"], p["m"]) if "n" in p else Unstructured(p["sparsity"]))
+        return cls(tuple(data["shape"]), pattern, keep_bits)
+
+
+Records = dict[str, LinearRecord]  # Linear module name (as in model.named_modules()) -> its record
+
+
+def with_pattern(records: Records, pattern: Pattern) -> set[str]:
+    """Names of the Linears whose record says `pattern`."""
+    return {n for n, r in records.items() if r.pattern == pattern}
+
+
+def check_weight_matches(name: str, W: torch.Tensor, record: LinearRecord) -> None:
+    """ValueError when a position the record prunes holds a nonzero value (a stage wrote the weight without its
+    record, or the other way round)."""
+    keep = record.mask
+    if keep is None:
+        return
+    stray = int(((W.detach().cpu() != 0) & ~keep).sum())
+    if stray:
+        raise ValueError(
+            f"{name}: {stray} weights outside its recorded {record.pattern} keep-mask are nonzero; a stage changed "
+            "the weight without updating its record"
+        )
