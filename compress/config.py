@@ -98,7 +98,10 @@ class Recipe:
             kind_of(stage)  # TypeError for an object that is no registered stage config
             check = getattr(stage, "check_after", None)  # a kind may require earlier stages (finetune: a mask)
             if check is not None:
-                check(self.stages[:i])
+                try:
+                    check(self.stages[:i])
+                except ValueError as e:
+                    raise ValueError(f"stages[{i}].{kind_of(stage).name}: {e}") from None
 
     @property
     def uses_calibration(self) -> bool:

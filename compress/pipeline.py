@@ -26,6 +26,7 @@ from compress.models import context_length, load_model, resolve_dtype
 from compress.records import Records, check_weight_matches, with_pattern
 from compress.resume import LayerwiseCheckpoint, run_key
 from compress.stages import LayerwiseStage, StageContext, kind_of
+from eval.heldout import heldout_texts
 from eval.perplexity import perplexity, token_windows
 from prune.config import NM
 
@@ -127,6 +128,8 @@ def run(cfg: RunConfig, out: Path, overwrite: bool = False, progress: bool = Tru
         log=log,
         work_dir=out.with_name(f".{out.name}.stages"),
         evaluate=lambda m: evaluate_perplexity(m, tokenizer, recipe.eval, device, progress=False, keep_device=True),
+        load_dense=lambda: load_model(cfg.model, dtype)[0],
+        heldout=lambda tasks: heldout_texts(tuple(recipe.eval.perplexity), tasks),
     )
     stages = [kind_of(c).runner(c, ctx) for c in recipe.stages]
     for stage in stages:  # validate shapes before the long part

@@ -24,7 +24,7 @@ from torch import nn
 
 from compress.records import Records
 
-STAGE_PACKAGES = ("prune",)  # each has a stage.py that registers its kinds
+STAGE_PACKAGES = ("prune", "finetune")  # each has a stage.py that registers its kinds
 
 
 @dataclass
@@ -52,6 +52,9 @@ class StageContext:
     log: Callable[[str], None] = print
     work_dir: object = None  # a folder beside the output for a stage's resumable state (pathlib.Path)
     evaluate: Callable[[nn.Module], dict] | None = None  # perplexity of a model, for training curves
+    load_dense: Callable[[], nn.Module] | None = None  # the dense model again (a distillation teacher)
+    # texts scored for perplexity and the given zero-shot tasks (or task sets): never trained on
+    heldout: Callable[[tuple[str, ...]], dict[str, str]] = lambda tasks: {}
     report: dict = field(default_factory=dict)
 
 

@@ -28,6 +28,31 @@ def mean_acc(per_task: dict[str, dict]) -> float:
     return sum(r["acc"] for r in per_task.values()) / len(per_task)
 
 
+# Accuracy of a uniform guess: 1 / number of choices (ARC-Easy has a few 3- and 5-choice questions; 4 is the rule).
+CHANCE = {
+    "hellaswag": 0.25,
+    "arc_easy": 0.25,
+    "arc_challenge": 0.25,
+    "openbookqa": 0.25,
+    "piqa": 0.5,
+    "boolq": 0.5,
+    "rte": 0.5,
+    "winogrande": 0.5,
+}
+
+
+def recovery(scores: dict[str, dict], dense: dict[str, dict], metrics: dict[str, str]) -> float:
+    """Mean over `metrics` ({task: metric}, e.g. eval.lm_tasks.DISCRIMINATING) of (acc - chance) / (dense - chance):
+    1 = as good as dense, 0 = no better than guessing. Plain accuracy flatters broken models, this does not."""
+    out = []
+    for task, metric in metrics.items():
+        chance, d = CHANCE[task], dense[task][metric]
+        if d - chance < 0.02:
+            raise ValueError(f"dense {task} {metric} {d:.3f} is not above chance {chance}: recovery is undefined")
+        out.append((scores[task][metric] - chance) / (d - chance))
+    return sum(out) / len(out)
+
+
 @torch.no_grad()
 def zero_shot(
     model: nn.Module,

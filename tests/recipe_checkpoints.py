@@ -38,9 +38,31 @@ def main() -> dict:
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
+        import dataclasses
+
+        from finetune.stage import FinetuneConfig, FinetuneData
+
+        def small(stage):  # a finetune stage shrunk to a few steps on the tiny model
+            if not isinstance(stage, FinetuneConfig):
+                return stage
+            data = FinetuneData(stage.data.sources, min(stage.data.self_distill_texts, 2), 8, 2, 20_000)
+            return dataclasses.replace(
+                stage,
+                steps=3,
+                micro_batch=2,
+                seqlen=32,
+                grad_accum=1,
+                warmup_steps=1,
+                masked_decay_warmup=3,
+                checkpoint_every=0,
+                eval_every=0,
+                data=data,
+            )
+
         model = tiny_folder(Path(tmp) / "tiny")
         for name in packaged_recipes():
             recipe = override(load_recipe(name), nsamples=4, seqlen=64, eval_max_windows=1)
+            recipe = dataclasses.replace(recipe, stages=tuple(small(s) for s in recipe.stages))
             folder = Path(tmp) / name
             run(RunConfig(str(model), recipe, device="cpu"), folder, progress=False, log=lambda m: None)
             qc = json.loads((folder / "config.json").read_text()).get("quantization_config")

@@ -1,0 +1,97 @@
+"""The finetune stage in the pipeline: prune 2:4 -> AST -> export, on a tiny model with real held-out texts."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from compress.config import RunConfig, recipe_from_dict
+from compress.export import unpack_bitmask
+from compress.loading import load
+from compress.pipeline import run
+
+
+@pytest.fixture
+def tiny_folder(tmp_path):
+    from tests.recipe_checkpoints import tiny_folder as write
+
+    return write(tmp_path / "tiny")
+
+
+def _recipe(tmp_path, finetune: dict, source: str | None = None, tasks=("piqa",)):
+    data = {"sources": [source] if source else ["olmo-mix"], "max_source_tokens": 20_000, "heldout_tasks": tasks}
+    return recipe_from_dict(
+        {
+            "calibration": {"nsamples": 4, "seqlen": 32},
+            "stages": [
+                {"prune": {"method": "sparsegpt", "pattern": "2:4"}},
+                {
+                    "finetune": {
+                        "steps": 4,
+                        "micro_batch": 2,
+                        "seqlen": 32,
+                        "grad_accum": 1,
+                        "lr": 1e-3,
+                        "warmup_steps": 1,
+                        "masked_decay_warmup": 4,
+                        "mask_interval": 2,
+                        "checkpoint_every": 2,
+                        "eval_every": 2,
+                        "gradient_checkpointing": False,
+                        "data": data,
+                        **finetune,
+                    }
+                },
+            ],
+            "eval": {"perplexity": ["wiki"], "seqlen": 64, "max_windows": 1},
+        }
+    )
+
+
+def test_prune_then_ast_exports_the_trained_masks(tmp_path, tiny_folder):
+    out = tmp_path / "out"
+    recipe = _recipe(tmp_path, {}, tasks=("arc_easy", "boolq"))
+    report = run(RunConfig(str(tiny_folder), recipe), out, progress=False, log=lambda m: None)
+    assert [s["kind"] for s in report["stages"]] == ["prune", "finetune"]
+    ft = report["stages"][1]
+    assert ft["metrics"]["train_tokens"] == 4 * 2 * 32 and len(ft["metrics"]["curve"]) == 2  # step 2 and the end
+    assert ft["pruned_values_from_dense"] == sum(r["shape"][0] * r["shape"][1] // 2 for r in report["layers"].values())
+    assert ft["data"]["heldout_sets"] == ["arc_easy", "boolq", "wiki"]
+    assert report["export"] == {"format": "sparse-24-bitmask", "compressed_modules": 14}
+    # what was exported is the trained model: 2:4 exact, and its bitmask is the final mask of training
+    tensors = load_file(out / "model.safetensors")
+    model = load(out, None).model
+    for name, module in model.named_modules():
+        if f"{name}.bitmask" in tensors:
+            keep = unpack_bitmask(tensors[f"{name}.bitmask"], tuple(module.weight.shape))
+            assert torch.equal(module.weight != 0, keep), name
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["config"]["recipe"]["stages"][1]["finetune"]["steps"] == 4
+
+
+def test_training_texts_that_overlap_held_out_ones_are_dropped(tmp_path, tiny_folder):
+    from compress.data import perplexity_text
+
+    wiki = perplexity_text("wiki").split("\n")
+    leak = tmp_path / "leak.txt"
+    leak.write_text("\n\n".join(["A story of our own making, long enough to train on. " * 20] * 3 + wiki[:2]))
+    recipe = _recipe(tmp_path, {"eval_every": 0}, source=str(leak))
+    report = run(RunConfig(str(tiny_folder), recipe), tmp_path / "out", progress=False, log=lambda m: None)
+    dropped = report["stages"][1]["data"]["dropped_overlapping_heldout"][str(leak)]
+    assert dropped.get("wiki", 0) >= 1
+
+
+def test_finetune_without_a_2of4_prune_stage_is_refused():
+    with pytest.raises(ValueError, match=r"stages\[0\].finetune: finetune \(AST\) trains the 2:4 masks"):
+        recipe_from_dict({"stages": [{"finetune": {}}]})
+    with pytest.raises(ValueError, match=r"stages\[1\].finetune"):
+        recipe_from_dict({"stages": [{"prune": {"pattern": "unstructured", "sparsity": 0.5}}, {"finetune": {}}]})
+
+
+def test_heldout_task_sets_expand_to_their_tasks(monkeypatch):
+    import eval.heldout as heldout
+
+    monkeypatch.setattr(heldout, "task_text", lambda task: f"text of {task}")
+    got = heldout.heldout_texts((), ("discriminating", "piqa", "boolq"))
+    assert got == {t: f"text of {t}" for t in ("hellaswag", "arc_easy", "piqa", "boolq")}
