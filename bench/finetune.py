@@ -40,7 +40,7 @@ VARIANTS = {
 TASKS = list(dict.fromkeys((*PAPER_TASKS, *DISCRIMINATING)))
 
 
-def recipe_for(name: str, steps: int | None, eval_every: int | None):
+def recipe_for(name: str, steps: int | None, eval_every: int | None, self_distill: int | None = None):
     recipe = load_recipe(VARIANTS[name])
     stages = []
     for s in recipe.stages:
@@ -49,6 +49,8 @@ def recipe_for(name: str, steps: int | None, eval_every: int | None):
             if "steps" in changes:
                 changes["masked_decay_warmup"] = min(s.masked_decay_warmup, changes["steps"])
                 changes["warmup_steps"] = min(s.warmup_steps, changes["steps"])
+            if self_distill is not None:
+                changes["data"] = dataclasses.replace(s.data, self_distill_texts=self_distill)
             s = dataclasses.replace(s, **changes)
         stages.append(s)
     return dataclasses.replace(recipe, stages=tuple(stages))
@@ -78,6 +80,7 @@ def main() -> None:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--steps", type=int, help="override the AST recipes' steps (warm-ups capped to it)")
     p.add_argument("--eval-every", type=int, help="override the AST recipes' eval_every (the ppl curve)")
+    p.add_argument("--self-distill", type=int, help="override the AST recipes' number of self-distillation texts")
     p.add_argument("--limit", type=int, help="zero-shot examples per task (default: full validation sets)")
     p.add_argument("--batch-size", type=int, default=64, help="lm-eval batch size")
     p.add_argument("--no-zeroshot", action="store_true", help="only make the checkpoints (and their perplexity)")
@@ -91,7 +94,7 @@ def main() -> None:
     results = dict(old.get("variants", {}))
     for name in args.variants.split(","):
         folder = args.work / name
-        recipe = override(recipe_for(name, args.steps, args.eval_every), nsamples=args.nsamples)
+        recipe = override(recipe_for(name, args.steps, args.eval_every, args.self_distill), nsamples=args.nsamples)
         if not folder.exists():
             t0 = time.perf_counter()
             run(RunConfig("smollm2-135m", recipe, device=str(device)), folder, progress=True, log=print)

@@ -45,7 +45,7 @@ def main() -> dict:
         def small(stage):  # a finetune stage shrunk to a few steps on the tiny model
             if not isinstance(stage, FinetuneConfig):
                 return stage
-            data = FinetuneData(stage.data.sources, min(stage.data.self_distill_texts, 2), 8, 2, 20_000)
+            data = FinetuneData(stage.data.sources, min(stage.data.self_distill_texts, 2), 8, 2, 20_000, ("piqa",))
             return dataclasses.replace(
                 stage,
                 steps=3,

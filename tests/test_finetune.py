@@ -509,8 +509,15 @@ def test_self_distill_texts_are_seeded_and_leave_the_global_rng():
     assert torch.equal(torch.get_rng_state(), rng)
     assert a == self_distill_texts(teacher, tok, seed=0, **kw) != self_distill_texts(teacher, tok, seed=1, **kw)
     assert len(a) == 5 and len(set(a)) == 5
-    p = self_distill_texts(teacher, tok, seed=0, prompts=["hello", "hi"], **kw)
+    calls = []
+    real = teacher.generate
+    teacher.generate = lambda **k: calls.append(k["input_ids"].shape) or real(**k)
+    p = self_distill_texts(teacher, tok, seed=0, prompts=["hello", "hi", "greetings"], prompt_tokens=4, **kw)
+    del teacher.generate
     assert len(p) == 5 and all(len(t) > 2 for t in p)
+    assert calls == [(2, 4), (2, 4), (1, 4)]  # prompts of different lengths, cut to one: full batches ("hi" skipped)
+    with pytest.raises(ValueError, match="no prompt has 4 tokens"):
+        self_distill_texts(teacher, tok, seed=0, prompts=["hi"], prompt_tokens=4, **kw)
     assert dedup_texts(["x", "y", "x", "z", "y"]) == (["x", "y", "z"], 2)
 
 
