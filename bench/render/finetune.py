@@ -20,7 +20,7 @@ def finetune(d: dict) -> list[str]:
     dense_ppl = v.get("dense", {}).get("wiki_ppl")
     goal = d["goal"]
     lines = [
-        "## Finetune (issue 14): AST wins back what one-shot 2:4 loses on SmolLM2-135M",
+        "## Finetune (issue 14): one-shot 2:4 and AST on SmolLM2-135M",
         "",
         f"Command: `{run['command']}` — machine: {run['machine']} — date: {run['date']}. Checkpoints from the "
         "packaged recipes (`dense`, `sparsegpt-2of4`, `wanda-2of4`, `sparsegpt-2of4-ast`, `wanda-2of4-ast`) through "
