@@ -10,6 +10,7 @@ Recipe schema (every key optional; unknown keys are rejected):
       seqlen: 2048              # capped by the model's max_position_embeddings
       seed: 0
       batch_size: 1             # calibration samples per forward pass in the layer-wise driver
+      output_error: false       # also report each Linear's relative output error (costs an extra matmul each)
     stages:                     # ordered; each entry is {kind: {settings}}; omit for no compression
       - prune: {method: wanda, pattern: "2:4"}   # schema: prune/stage.py
       - finetune: {method: ast, steps: 1000}     # schema: finetune/stage.py
@@ -54,6 +55,9 @@ class CalibrationConfig:
     seqlen: int = 2048
     seed: int = 0
     batch_size: int = 1
+    # measure each Linear's relative output error |dW x|^2 / |W x|^2 in the driver's output pass: one more matmul per
+    # Linear and a copy of its dense weight (issue 14 A.6: most of the gap to llm-compressor's propagate pass)
+    output_error: bool = False
 
     def __post_init__(self) -> None:
         check_types(self, "calibration", EXPECTED)

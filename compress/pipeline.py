@@ -144,7 +144,9 @@ def run(cfg: RunConfig, out: Path, overwrite: bool = False, progress: bool = Tru
         label = kind if kind not in timer else f"{kind}_{i}"
         log(f"stage {i + 1}/{len(stages)}: {kind} {stage.describe()} on {device}" + _calibration_note(stage, recipe))
         with timer(label):
-            entry = run_stage(stage, ctx, checkpoint if i == _first_layerwise(stages) else None)
+            entry = run_stage(
+                stage, ctx, checkpoint if i == _first_layerwise(stages) else None, recipe.calibration.output_error
+            )
         report["stages"].append({"kind": kind, **entry})
         for name, m in entry.pop("layers", {}).items():
             report["layers"].setdefault(name, {}).update(m)
@@ -189,7 +191,7 @@ def run(cfg: RunConfig, out: Path, overwrite: bool = False, progress: bool = Tru
     return report
 
 
-def run_stage(stage, ctx: StageContext, checkpoint: LayerwiseCheckpoint | None) -> dict:
+def run_stage(stage, ctx: StageContext, checkpoint: LayerwiseCheckpoint | None, measure_error: bool = False) -> dict:
     """One stage: layer-wise ones through the driver (with the run's resume checkpoint), the others on the whole
     model. Returns the stage's report entry: summary, per-Linear metrics (`layers`), timings."""
     if isinstance(stage, LayerwiseStage):
@@ -199,6 +201,7 @@ def run_stage(stage, ctx: StageContext, checkpoint: LayerwiseCheckpoint | None) 
             ctx.windows,
             device=ctx.device,
             batch_size=ctx.batch_size,
+            measure_error=measure_error,
             progress=ctx.progress,
             checkpoint=checkpoint,
             records=ctx.records,

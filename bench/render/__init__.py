@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.render import checks, cpu_numerics, finetune, foundation, interop, pruning, runtime, zeroshot
+from bench.render import checks, cpu_numerics, driver_speed, finetune, foundation, interop, pruning, runtime, zeroshot
 from bench.render.common import ROOT, common_args, llama2_7b_shaped, run_meta
 
 __all__ = ["ROOT", "common_args", "llama2_7b_shaped", "main", "render", "run_meta", "save"]
@@ -45,6 +45,8 @@ def render() -> str:
     pr_gpu, pr_cpu = _read("pruning.json"), _read("pruning_cpu.json") or {}
     if pr_gpu or pr_cpu:
         lines += pruning.pruning(pr_gpu, pr_cpu if "calibration" in pr_cpu else None)
+    if ds := _read("driver_speed.json"):
+        lines += driver_speed.driver_speed(ds)
     if ft := _read("finetune.json"):
         lines += finetune.finetune(ft)
     if cn := _read("cpu_numerics.json"):

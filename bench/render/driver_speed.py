@@ -89,4 +89,23 @@ def driver_speed(d: dict) -> list[str]:
         "computes each Linear's output error in the second pass (one extra matmul per Linear).",
         "",
     ]
+    after = [
+        (m, k, r) for m, res in d["results"].items() for k, r in res.items() if k.startswith("ours_output_error_off")
+    ]
+    if after:
+        lines += [
+            "",
+            "After the change (the output error is now opt-in, `calibration.output_error: true`; weights unchanged, "
+            "the golden checkpoints are bit-identical):",
+            "",
+            "| method | ours, numerics | prune (s) | stats pass | step | output pass | llm-compressor (s) |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for m, _k, r in after:
+            ph, theirs = r["phases"], d["results"][m].get("llmcompressor", {}).get("oneshot_s")
+            lines.append(
+                f"| {m} 2:4 | {r['numerics']} | {r['prune_s']:.1f} | {ph['stats_pass_s']:.1f} | {ph['step_s']:.1f} | "
+                f"{ph['output_pass_s']:.1f} | {theirs if theirs is None else f'{theirs:.1f}'} |"
+            )
+        lines += ["", f"Command: `{after[0][2]['command']}`; {after[0][2]['note']}; {after[0][2]['date_utc']}.", ""]
     return lines
