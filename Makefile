@@ -57,6 +57,7 @@ bench: setup
 	$(PY) bench/foundation.py $(if $(HAS_GPU),--batch-size 8,--nsamples 32 --seqlen 1024 --eval-max-windows 16 --json bench/foundation_cpu.json)
 	$(PY) bench/zeroshot.py $(if $(HAS_GPU),--batch-size 64,--limit 50 --nsamples 32 --seqlen 1024 --workdir out/bench-zeroshot-cpu --json bench/zeroshot_cpu.json)
 	$(PY) bench/pruning.py $(if $(HAS_GPU),--batch-size 8 --llama-layers 4,--part smollm2 --nsamples 32 --seqlen 1024 --eval-max-windows 16 --cells 60,70 --json bench/pruning_cpu.json)
+	$(if $(HAS_GPU),$(PY) bench/finetune.py,$(PY) bench/driver_speed.py)
 	$(if $(HAS_GPU),$(MAKE) bench-runtime,@echo "bench-runtime skipped: needs a CUDA GPU")
 
 # The 2:4 runtime (issue #5), GPU only: per-GEMM table, Llama-2-7B-shaped prefill/decode with kernel profiles,
