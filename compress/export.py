@@ -20,7 +20,6 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -29,6 +28,7 @@ from torch import nn
 from compress.checkpoint_format import config_dict
 from compress.errors import UserError
 from compress.load_checks import refuse_meta, refuse_not_matching, tied_targets
+from compress.records import pack_bits, unpack_bits
 
 SHARD_BYTES = 5 * 1024**3
 INDEX_FILE = "model.safetensors.index.json"
@@ -52,13 +52,11 @@ def keep_mask_24(W: torch.Tensor) -> torch.Tensor:
 
 
 def pack_bitmask(keep: torch.Tensor) -> torch.Tensor:
-    return torch.from_numpy(np.packbits(keep.cpu().numpy(), axis=-1, bitorder="little"))
+    return pack_bits(keep)
 
 
 def unpack_bitmask(bitmask: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    rows, cols = shape
-    bits = np.unpackbits(bitmask.numpy(), axis=-1, count=cols, bitorder="little")
-    return torch.from_numpy(bits.astype(bool)).reshape(rows, cols)
+    return unpack_bits(bitmask, shape)
 
 
 def check_keep_24(keep: torch.Tensor, W: torch.Tensor) -> None:

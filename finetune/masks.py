@@ -9,24 +9,22 @@ from __future__ import annotations
 
 import torch
 
+from prune.masks import prune_lowest_per_group
+
 N, M = 2, 4  # 2:4: exactly two kept weights in every 4 consecutive inputs of a row
 
 
 def nm_mask(score: torch.Tensor, n: int = N, m: int = M) -> torch.Tensor:
     """Keep the n largest of every m consecutive scores of each row; (out, in) bool.
 
-    Ties: a stable ascending sort prunes the lower column index first -- the same order as prune/masks.py
-    `prune_lowest_per_group`, so a recompute of an unchanged magnitude-pruned W reproduces the prune stage's mask.
+    The prune stage's own rule (prune/masks.py `prune_lowest_per_group`, ties prune the lower column index first),
+    so a recompute of an unchanged magnitude-pruned W reproduces the prune stage's mask.
     """
     if score.dim() != 2 or score.shape[1] % m:
         raise ValueError(f"scores must be (out, in) with in divisible by {m}, got {tuple(score.shape)}")
     if not bool(torch.isfinite(score).all()):
         raise ValueError("mask scores contain NaN or inf (a non-finite weight)")
-    rows, cols = score.shape
-    groups = score.reshape(rows, cols // m, m)  # (out, in/m, m)
-    pruned = torch.sort(groups, dim=-1, stable=True).indices[..., : m - n]  # (out, in/m, m-n), lowest first
-    keep = torch.ones_like(groups, dtype=torch.bool).scatter_(-1, pruned, False)
-    return keep.view(rows, cols)
+    return prune_lowest_per_group(score, m - n, m)
 
 
 def magnitude_mask(W: torch.Tensor) -> torch.Tensor:
