@@ -8,6 +8,7 @@ the others with the whole model), evaluate the result, export what the stages re
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -188,6 +189,7 @@ def run(cfg: RunConfig, out: Path, overwrite: bool = False, progress: bool = Tru
     write_card(out)
     if checkpoint is not None:
         checkpoint.remove()
+    shutil.rmtree(ctx.work_dir, ignore_errors=True)  # the stages' resume state (e.g. AST's) is spent
     return report
 
 

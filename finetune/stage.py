@@ -25,7 +25,10 @@ separate tensor that a loader drops would be silently wrong.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -186,7 +189,7 @@ class FinetuneStage(ModelStage):
                 log=ctx.log,
             )
         except (ValueError, FloatingPointError) as e:
-            raise UserError(f"finetune: {e}") from None
+            raise UserError(str(e) if str(e).startswith("finetune:") else f"finetune: {e}") from None
         finally:
             del teacher
             if device.type == "cuda":
@@ -234,21 +237,16 @@ class FinetuneStage(ModelStage):
             texts[name] = list(load_calibration_corpus(name).texts)
         if d.self_distill_texts:
             prompts = [" ".join(t.split()[:8]) for src in texts.values() for t in src[:256]] or None
-            ctx.log(
-                f"finetune: sampling {d.self_distill_texts} texts of {d.self_distill_new_tokens} tokens "
-                "from the teacher"
-            )
+            ctx.log(f"finetune: {d.self_distill_texts} texts of {d.self_distill_new_tokens} tokens from the teacher")
             teacher.to(ctx.device)
-            texts["self-distill"] = self_distill_texts(
-                teacher,
-                tok,
-                d.self_distill_texts,
-                d.self_distill_new_tokens,
-                cfg.seed,
-                ctx.device,
-                d.self_distill_batch,
-                prompts=prompts,
-            )
+            args = (d.self_distill_texts, d.self_distill_new_tokens, cfg.seed, ctx.device, d.self_distill_batch)
+            cache = SelfDistillCache(ctx.work_dir, teacher, args, prompts)
+            texts["self-distill"] = cache.load()
+            if texts["self-distill"] is None:
+                texts["self-distill"] = self_distill_texts(teacher, tok, *args, prompts=prompts)
+                cache.save(texts["self-distill"])
+            else:
+                ctx.log(f"finetune: self-distillation texts from {cache.path} (same teacher, prompts and settings)")
         heldout = {
             name: torch.tensor(tok(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
             for name, text in ctx.heldout(d.heldout_tasks).items()
@@ -264,6 +262,36 @@ class FinetuneStage(ModelStage):
         check_disjoint(packed.windows, heldout, NGRAM)  # the guarantee, on exactly what is trained on
         report.update(data_summary(packed, cfg.steps, cfg.micro_batch, cfg.grad_accum, cfg.seed))
         return packed.windows, report
+
+
+class SelfDistillCache:
+    """The sampled texts kept in the run's work folder, so a run resumed in a later process (a GPU call cut at 10
+    minutes) trains on the same windows; the trainer's checkpoint also refuses other data (`windows_sha256`).
+    Keyed on everything the sampling depends on: the settings, prompts, device type, dtype and a fingerprint of
+    the teacher (its config and input embedding matrix: cheap even for a 7B model, and a different checkpoint of
+    the same architecture differs there)."""
+
+    def __init__(self, work_dir, teacher, args: tuple, prompts: list[str] | None) -> None:
+        emb = teacher.get_input_embeddings().weight.detach()
+        h = hashlib.sha256(json.dumps([list(map(str, args)), prompts, teacher.config.to_json_string()]).encode())
+        h.update(str(emb.dtype).encode())
+        h.update(emb.float().cpu().contiguous().numpy().tobytes())
+        self.key = h.hexdigest()
+        self.path = None if work_dir is None else Path(work_dir) / "finetune" / "self-distill.json"
+
+    def load(self) -> list[str] | None:
+        if self.path is None or not self.path.is_file():
+            return None
+        data = json.loads(self.path.read_text())
+        return data["texts"] if data.get("key") == self.key else None
+
+    def save(self, texts: list[str]) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": self.key, "texts": texts}))
+        tmp.replace(self.path)  # atomic: a half-written cache is never read
 
 
 def _available_bytes(device: torch.device) -> int:

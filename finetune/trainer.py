@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import shutil
@@ -107,10 +108,11 @@ def train_ast(
     opt = build_optimizer(groups, cfg, device.type)
     init_masks = {name: sl.mask.cpu().clone() for name, sl in layers.items()}
 
+    data_sha = windows_sha256(windows)
     run = {"step": 0, "tokens_seen": 0, "train_s": 0.0, "loss_history": [], "mask_flips": [], "curve": []}
     ckpt_step = None
     if state_dir is not None and (loaded := read_checkpoint(Path(state_dir))) is not None:
-        run = _resume(loaded, student, layers, init_masks, opt, [n for n, _ in named], cfg, device)
+        run = _resume(loaded, student, layers, init_masks, opt, [n for n, _ in named], cfg, device, data_sha)
         ckpt_step = run["step"]
         log(f"finetune: resuming from step {ckpt_step} of {cfg.steps} ({Path(state_dir) / CHECKPOINT})")
     start = run["step"]
@@ -176,7 +178,7 @@ def train_ast(
         if cfg.eval_every and evaluate is not None and s % cfg.eval_every == 0 and s < cfg.steps:
             run["curve"].append([run["tokens_seen"], _evaluate(student, evaluate, autocast, log, s)])
         if state_dir is not None and cfg.checkpoint_every and s % cfg.checkpoint_every == 0:
-            _save(Path(state_dir), run, student, named, layers, init_masks, opt, cfg, device)
+            _save(Path(state_dir), run, student, named, layers, init_masks, opt, cfg, device, data_sha)
             ckpt_step = s
         if on_step is not None:
             on_step(s, student)
@@ -294,7 +296,14 @@ def _json_default(o):
     return float(o) if hasattr(o, "__float__") else str(o)
 
 
-def _save(state_dir, run, student, named, layers, init_masks, opt, cfg: ASTConfig, device) -> None:
+def windows_sha256(windows: torch.Tensor) -> str:
+    """Fingerprint of the training windows (shape and int64 token ids): a resumed run must train on the same data."""
+    h = hashlib.sha256(str(tuple(windows.shape)).encode())
+    h.update(windows.detach().cpu().to(torch.int64).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _save(state_dir, run, student, named, layers, init_masks, opt, cfg: ASTConfig, device, data_sha: str) -> None:
     tensors = {f"param.{n}": p.detach().cpu().contiguous().clone() for n, p in named}
     tensors |= {f"mask.{n}": sl.mask.cpu().clone() for n, sl in layers.items()}
     tensors |= {f"mask_init.{n}": m.clone() for n, m in init_masks.items()}
@@ -307,6 +316,7 @@ def _save(state_dir, run, student, named, layers, init_masks, opt, cfg: ASTConfi
         "format": FORMAT,
         "config": dataclasses.asdict(cfg),
         "params": [n for n, _ in named],
+        "data_sha256": data_sha,
         "optimizer": opt_rest,
         **run,
     }
@@ -342,15 +352,23 @@ def read_checkpoint(state_dir: Path) -> tuple[dict[str, torch.Tensor], dict] | N
 
 
 @torch.no_grad()
-def _resume(loaded, student, layers, init_masks, opt, names, cfg: ASTConfig, device) -> dict:
+def _resume(loaded, student, layers, init_masks, opt, names, cfg: ASTConfig, device, data_sha: str) -> dict:
     tensors, meta = loaded
     saved = meta["config"]
-    diff = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in dataclasses.asdict(cfg).items() if saved.get(k) != v]
+    now = json.loads(json.dumps(dataclasses.asdict(cfg), default=_json_default))  # as saved: tuples are lists
+    diff = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in now.items() if saved.get(k) != v]
     diff = [d for d in diff if d.split(":")[0] not in RESUMABLE_CHANGES]
     if diff:
         raise ValueError(
             f"finetune: the checkpoint was written with other settings ({'; '.join(diff)}); resume with the same "
             "finetune settings or delete the checkpoint folder to start over"
+        )
+    if meta.get("data_sha256") != data_sha:
+        # e.g. self-distillation texts sampled again differently, or a changed source file: continuing would
+        # train the second half on other windows than the window order of the first half assumed
+        raise ValueError(
+            "finetune: the checkpoint was trained on other windows (data fingerprint differs); restore the same "
+            "training data or delete the checkpoint folder to start over"
         )
     if meta["params"] != names:
         raise ValueError("finetune: the checkpoint's trainable parameters differ from the student's; start over")

@@ -354,6 +354,8 @@ def test_resume_ends_with_exactly_the_uninterrupted_weights(tmp_path):
     assert full.metrics["mask_flips"] == resumed.metrics["mask_flips"]
     with pytest.raises(ValueError, match="lr: 0.003 -> 0.001"):  # other settings refuse to resume
         run(teacher, copy.deepcopy(s_full), masks, data, dataclasses.replace(c, lr=1e-3), state_dir=tmp_path)
+    with pytest.raises(ValueError, match="trained on other windows"):  # other data refuses to resume
+        run(teacher, copy.deepcopy(s_full), masks, windows(5, seed=1), c, state_dir=tmp_path)
 
 
 def test_nonfinite_loss_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -82,6 +82,57 @@ def test_training_texts_that_overlap_held_out_ones_are_dropped(tmp_path, tiny_fo
     assert dropped.get("wiki", 0) >= 1
 
 
+def test_a_run_cut_in_training_resumes_with_the_same_self_distillation_texts(tmp_path, tiny_folder, monkeypatch):
+    """A run killed mid-training (a GPU call cut at 10 minutes) is resumed by running it again: the sampled texts
+    come from the work folder's cache, training continues from its checkpoint, and the export equals that of an
+    uninterrupted run. The stages' work folder is removed once the checkpoint is written."""
+    import finetune.stage
+
+    recipe = _recipe(
+        tmp_path,
+        {
+            "eval_every": 0,
+            "data": {
+                "sources": ["olmo-mix"],
+                "max_source_tokens": 20_000,
+                "heldout_tasks": ["piqa"],
+                "self_distill_texts": 4,
+                "self_distill_new_tokens": 24,
+                "self_distill_batch": 4,
+            },
+        },
+    )
+    whole = tmp_path / "whole"
+    run(RunConfig(str(tiny_folder), recipe), whole, progress=False, log=lambda m: None)
+    assert not (tmp_path / ".whole.stages").exists()
+
+    real = finetune.stage.train_ast
+
+    class Cut(Exception):
+        pass
+
+    def cut_at_step_3(*a, **kw):
+        def on_step(step, model):
+            if step == 3:
+                raise Cut
+
+        return real(*a, **kw, on_step=on_step)
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(finetune.stage, "train_ast", cut_at_step_3)
+    with pytest.raises(Cut):
+        run(RunConfig(str(tiny_folder), recipe), out, progress=False, log=lambda m: None)
+    assert (tmp_path / ".out.stages" / "finetune" / "self-distill.json").is_file() and not out.exists()
+    monkeypatch.setattr(finetune.stage, "train_ast", real)
+    logs: list[str] = []
+    report = run(RunConfig(str(tiny_folder), recipe), out, progress=False, log=logs.append)
+    assert any("self-distillation texts from" in m for m in logs)
+    assert report["stages"][1]["metrics"]["resumed_from"] == 2  # checkpoint_every 2
+    assert report["stages"][1]["data"]["sources"]["self-distill"]["tokens"] > 0
+    a, b = load_file(whole / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_finetune_without_a_2of4_prune_stage_is_refused():
     with pytest.raises(ValueError, match=r"stages\[0\].finetune: finetune \(AST\) trains the 2:4 masks"):
         recipe_from_dict({"stages": [{"finetune": {}}]})
