@@ -106,6 +106,8 @@ def main() -> None:
             "wiki_ppl_dense": report["perplexity"]["wiki"]["dense"],
             **finetune_entry(report),
             "device": device_name,
+            "command": "python " + " ".join(sys.argv),
+            "date": time.strftime("%Y-%m-%d"),
         }
         if not args.no_zeroshot:
             r = evaluate(
@@ -127,6 +129,10 @@ def main() -> None:
             entry["_scores"] = scores
         results[name] = entry
         print(f"{name}: wiki {entry['wiki_ppl']:.3f}", flush=True)
+        write(args.json, results, dtype, old)  # after every variant: a call cut short keeps what is finished
+
+
+def write(path: Path, results: dict, dtype, old: dict) -> None:
     dense = results.get("dense", {}).get("_scores")
     for entry in results.values():
         if dense and "_scores" in entry:
@@ -138,7 +144,7 @@ def main() -> None:
         "dtype": str(dtype),
         "run": {**old.get("run", {}), **run_meta()},
     }
-    save(args.json, out)
+    save(path, out)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -233,6 +234,7 @@ class FinetuneStage(ModelStage):
         ctx, cfg, d = self.ctx, self.config, self.config.data
         tok = ctx.tokenizer
         texts: dict[str, list[str]] = {}
+        sampling_s = None
         for name in d.sources:
             texts[name] = list(load_calibration_corpus(name).texts)
         if d.self_distill_texts:
@@ -243,7 +245,9 @@ class FinetuneStage(ModelStage):
             cache = SelfDistillCache(ctx.work_dir, teacher, args, prompts)
             texts["self-distill"] = cache.load()
             if texts["self-distill"] is None:
+                t0 = time.perf_counter()
                 texts["self-distill"] = self_distill_texts(teacher, tok, *args, prompts=prompts)
+                sampling_s = time.perf_counter() - t0  # planning figure: fresh text costs this much per run
                 cache.save(texts["self-distill"])
             else:
                 ctx.log(f"finetune: self-distillation texts from {cache.path} (same teacher, prompts and settings)")
@@ -252,6 +256,8 @@ class FinetuneStage(ModelStage):
             for name, text in ctx.heldout(d.heldout_tasks).items()
         }
         docs, report = {}, {"deduplicated": {}, "dropped_overlapping_heldout": {}, "heldout_sets": sorted(heldout)}
+        if sampling_s is not None:  # None: none sampled, or read from the cache
+            report["self_distill_sampling_s"] = round(sampling_s, 1)
         for name, src in texts.items():
             unique, removed = dedup_texts(src)
             report["deduplicated"][name] = removed

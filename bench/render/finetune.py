@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
+FIT_WINDOW = (0.2, 0.65)  # fraction of the run's tokens: after the warm-up transient, before the cosine tail
+
 LABELS = {
     "dense": "dense",
     "sparsegpt_2of4": "SparseGPT 2:4 one-shot",
@@ -15,6 +19,25 @@ def _f(x, fmt="{:.3f}") -> str:
     return "–" if x is None else fmt.format(x)
 
 
+def tokens_to_reach(curve: list, target: float, floor: float = 0.0, window=FIT_WINDOW) -> tuple[float, float] | None:
+    """Least-squares fit of log(ppl − floor) = a + s·log(tokens) on the curve points whose tokens lie in `window`
+    (fractions of the last point's tokens); returns (tokens where the fit reaches `target`, s), or None when fewer
+    than three points qualify or the fit does not fall. floor = dense ppl: the excess over dense decays as a power
+    law; floor = 0: a power law in ppl itself (optimistic: it ignores that 2:4 cannot beat dense)."""
+    end = curve[-1][0]
+    pts = [
+        (math.log(t), math.log(p - floor)) for t, p in curve if window[0] * end <= t <= window[1] * end and p > floor
+    ]
+    if len(pts) < 3 or target <= floor:  # two points always fit; a third is the least test of the law
+        return None
+    mx, my = sum(x for x, _ in pts) / len(pts), sum(y for _, y in pts) / len(pts)
+    sxx = sum((x - mx) ** 2 for x, _ in pts)
+    slope = sum((x - mx) * (y - my) for x, y in pts) / sxx
+    if slope >= 0:
+        return None
+    return math.exp(mx + (math.log(target - floor) - my) / slope), slope
+
+
 def finetune(d: dict) -> list[str]:
     v, run = d["variants"], d["run"]
     dense_ppl = v.get("dense", {}).get("wiki_ppl")
@@ -22,7 +45,9 @@ def finetune(d: dict) -> list[str]:
     lines = [
         "## Finetune (issue 14): one-shot 2:4 and AST on SmolLM2-135M",
         "",
-        f"Command: `{run['command']}` — machine: {run['machine']} — date: {run['date']}. Checkpoints from the "
+        "Commands (each row's is in bench/finetune.json): "
+        + "; ".join(f"`{c}`" for c in dict.fromkeys(e.get("command", run["command"]) for e in v.values()))
+        + f" — machine: {run['machine']} — date: {run['date']}. Checkpoints from the "
         "packaged recipes (`dense`, `sparsegpt-2of4`, `wanda-2of4`, `sparsegpt-2of4-ast`, `wanda-2of4-ast`) through "
         f"the pipeline, {d['dtype']}; zero-shot with lm-eval on the embedded validation sets "
         "(full sets unless a limit is shown). Recovery = mean over the discriminating tasks (HellaSwag acc_norm, "
@@ -57,6 +82,31 @@ def finetune(d: dict) -> list[str]:
         if e and e.get("curve"):
             pts = ", ".join(f"{t / 1e6:.1f}M → {p:.2f}" for t, p in e["curve"])
             lines += ["", f"{LABELS[key]}: wiki ppl against training tokens: {pts}."]
+            base = v.get({"ast_2of4": "sparsegpt_2of4", "ast_wanda_2of4": "wanda_2of4"}[key])
+            if base and dense_ppl:
+                closed = (base["wiki_ppl"] - e["wiki_ppl"]) / (base["wiki_ppl"] - dense_ppl)
+                rec = (
+                    f"; recovery {base['recovery']:.3f} → {e['recovery']:.3f}"
+                    if "recovery" in e and "recovery" in base
+                    else ""
+                )
+                lines.append(f"AST closes {closed:.0%} of the one-shot model's wiki ppl gap to dense{rec}.")
+            if e.get("zeroshot_note"):
+                lines.append(f"Zero-shot {e['zeroshot_note']}.")
+            if dense_ppl and e.get("tokens_per_s"):
+                target = goal["wiki_ppl_over_dense"] * dense_ppl
+                fits = [(f, tokens_to_reach(e["curve"], target, f)) for f in (dense_ppl, 0.0)]
+                if not all(r for _, r in fits):
+                    lines.append("Too few curve points before the cosine tail to extrapolate tokens to the goal.")
+                else:
+                    (t1, s1), (t2, s2) = fits[0][1], fits[1][1]
+                    lines.append(
+                        f"To reach the goal's {target:.1f} (fit on the points between {FIT_WINDOW[0]:.0%} and "
+                        f"{FIT_WINDOW[1]:.0%} of the run, before the cosine tail flattens the curve): a power law in "
+                        f"the excess over dense (exponent {s1:.2f}) reaches it at ~{t1 / 1e6:,.0f}M tokens "
+                        f"(~{t1 / e['tokens_per_s'] / 3600:.1f} h at this run's {e['tokens_per_s']:,.0f} tokens/s); "
+                        f"a power law in ppl itself (exponent {s2:.2f}, optimistic) at ~{t2 / 1e6:,.0f}M tokens."
+                    )
         if e and e.get("data"):
             src = e["data"]["sources"]
             lines.append(
