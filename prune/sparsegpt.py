@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from prune.config import NM, Pattern, Unstructured
-from prune.masks import prune_lowest_per_group, prune_lowest_per_tensor
+from prune.masks import keep_top_n_of_m, prune_lowest_per_tensor, require_finite
 
 
 def inverse_hessian_factor(H: torch.Tensor, percdamp: float, retries: int = 3) -> torch.Tensor:
@@ -61,6 +61,7 @@ def sparsegpt_prune(
     cols = W.shape[1]
     keep = torch.ones_like(W, dtype=torch.bool)
     loss = torch.zeros((), dtype=torch.float64, device=W.device)
+    nm = pattern if isinstance(pattern, NM) else None
 
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
@@ -74,9 +75,9 @@ def sparsegpt_prune(
         else:
             keep1 = torch.ones_like(W1, dtype=torch.bool)
         for i in range(i2 - i1):
-            if isinstance(pattern, NM) and i % pattern.m == 0:  # choose within the next M columns (paper §3.4)
-                scores = W1[:, i : i + pattern.m] ** 2 / d1[i : i + pattern.m].reshape(1, -1) ** 2
-                keep1[:, i : i + pattern.m] = prune_lowest_per_group(scores, pattern.n, pattern.m)
+            if nm is not None and i % nm.m == 0:  # choose within the next M columns (paper §3.4)
+                scores = W1[:, i : i + nm.m] ** 2 / d1[i : i + nm.m].reshape(1, -1) ** 2
+                keep1[:, i : i + nm.m] = keep_top_n_of_m(scores, nm.n)  # finiteness: checked per block
             w = W1[:, i]
             d = Hinv1[i, i]
             q = w * keep1[:, i]
@@ -88,4 +89,8 @@ def sparsegpt_prune(
         keep[:, i1:i2] = keep1
         loss += Err1.pow(2).sum().double() / 2  # (w - q)^2 / d^2 per column, once per block
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]  # lazy batch update of the later blocks
+    # N:M groups are chosen without a finiteness check (keep_top_n_of_m): a NaN or inf anywhere in the sweep
+    # reaches the output (NaN * 0 is NaN; err carries it to later columns), so one check here refuses it
+    if nm is not None:
+        require_finite(W)
     return W, keep, float(loss)

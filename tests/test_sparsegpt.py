@@ -93,3 +93,24 @@ def test_singular_hessian_even_after_damping_is_a_clear_error():
 def test_sparsegpt_without_statistics_is_an_error():
     with pytest.raises(ValueError, match="SparseGPT needs calibration statistics"):
         prune_weight(SparseGPTConfig(NM(2, 4)), torch.randn(4, 8), None)
+
+
+def test_group_chooser_equals_the_pairwise_ranks_ties_included():
+    from prune.masks import keep_top_n_of_m, prune_lowest_per_group
+
+    g = torch.Generator().manual_seed(0)
+    s = torch.randint(0, 3, (500, 4), generator=g).float()  # many ties
+    for n in (1, 2, 3):
+        assert torch.equal(keep_top_n_of_m(s, n), prune_lowest_per_group(s, n, 4))
+
+
+@pytest.mark.parametrize("where", ["weight", "hessian"])
+def test_nonfinite_value_in_the_nm_sweep_is_refused(where):
+    W, X = _toy()
+    H = _stats(SparseGPTConfig(NM(2, 4)), X).H.clone()
+    if where == "weight":
+        W[3, 17] = float("nan")
+    else:
+        H[5, 9] = H[9, 5] = float("inf")
+    with pytest.raises(ValueError, match="NaN or inf|not positive definite"):  # never a silent mask
+        sparsegpt_prune(W, H, NM(2, 4))

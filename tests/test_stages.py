@@ -199,3 +199,41 @@ def test_unstructured_records_carry_their_pattern(tiny):
 def test_recipe_rejects_objects_that_are_no_stage_config():
     with pytest.raises(TypeError, match="no stage kind registered for dict"):
         Recipe(stages=({"prune": {}},))
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma3"])
+def test_linears_fed_one_input_share_statistics_equal_to_their_own(arch):
+    """q/k/v (and gate/up) share one Hessian (compress/layerwise.py SharedInputs); it equals the Hessian each
+    would have accumulated alone, bit for bit."""
+    from compress.layerwise import run_layerwise
+    from prune.stats import Hessian
+
+    model = make(arch, "eager")
+    ids = [_ids(1, 16, seed=s) for s in range(3)]
+    seen = {}
+
+    def step(idx, linears, stats):
+        if idx == 0:
+            seen.update(stats)
+        return {}
+
+    run_layerwise(model, ids, step, device=CPU, make_stats=lambda n, m: Hessian(m.in_features, CPU), progress=False)
+    short = {n.split(".")[-1]: s for n, s in seen.items()}
+    assert short["q_proj"] is short["k_proj"] is short["v_proj"] and short["gate_proj"] is short["up_proj"]
+    assert len({id(s) for s in short.values()}) == 4 and short["q_proj"].nsamples == 3
+
+    # reference: every Linear's own accumulator, fed by plain hooks on the dense layer-0 inputs
+    fresh = make(arch, "eager")
+    layer = decoder_layers(fresh)[0]
+    own = {n: Hessian(m.in_features, CPU) for n, m in layer.named_modules() if isinstance(m, torch.nn.Linear)}
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out, n=n: own[n].add_batch(inp[0].detach()))
+        for n, m in layer.named_modules()
+        if n in own
+    ]
+    for x in ids:
+        fresh(x, use_cache=False)
+    for h in hooks:
+        h.remove()
+    for n, s in own.items():
+        assert torch.equal(short[n.split(".")[-1]].H, s.H), n
