@@ -1,1 +1,2 @@
-"""Quantization (SqueezeLLM dense-and-sparse, QuEST Hadamard, GPTQ). Not implemented yet: planned in the issues."""
+"""Quantization (issue 15). So far: uniform quantizers and RTN (primitives.py), exact code packing (pack.py).
+GPTQ, SqueezeLLM dense-and-sparse and QuEST are not implemented yet."""
