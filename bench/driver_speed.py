@@ -166,7 +166,7 @@ def run_ours(method: str, args, work: Path, variant: str) -> dict:
         "other_stages_s": {k: v for k, v in report["timings_s"].items() if k != "prune"},
         "report_wiki_ppl_1_window": report["perplexity"]["wiki"]["compressed"],
         "sparsity_of_pruned_linears": report["summary"]["sparsity_of_pruned_linears"],
-        "mean_rel_output_error": report["summary"]["mean_rel_output_error"],
+        "mean_rel_output_error": report["summary"].get("mean_rel_output_error"),  # calibration.output_error only
         "calibration": report["calibration"],
         "folder": out,
         "run": run,
