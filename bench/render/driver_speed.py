@@ -48,16 +48,18 @@ def driver_speed(d: dict) -> list[str]:
         "default), seconds = the oneshot call. Perplexity: both exported folders through our evaluator "
         f"(`{ev['command']}`): {ev['set']}, {ev['windows']} windows of {ev['seqlen']} tokens.",
         "",
-        "| method | ours (s) | llm-compressor (s) | ratio | ours, native numerics (s) | llm-compressor, pinned (s) "
-        "| wiki ppl ours | wiki ppl llm-compressor |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | ours (s) | llm-compressor (s) | ratio | ours, native numerics (s) | ratio, both native "
+        "| llm-compressor, pinned (s) | wiki ppl ours | wiki ppl llm-compressor |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for method, r in d["results"].items():
         ours, theirs = r["ours"], r["llmcompressor"]
         native, pinned = r.get("ours_native", {}), r.get("llmcompressor_pinned", {})
         lines.append(
             f"| {method} 2:4 | {ours['prune_s']:.1f} | {theirs['oneshot_s']:.1f} | {r['ratio']:.2f} | "
-            f"{_f(native.get('prune_s'))} | {_f(pinned.get('oneshot_s'))} | {ours['wiki_ppl']:.1f} | "
+            f"{_f(native.get('prune_s'))} | "
+            f"{_f(native['prune_s'] / theirs['oneshot_s'] if native.get('prune_s') else None, '.2f')} | "
+            f"{_f(pinned.get('oneshot_s'))} | {ours['wiki_ppl']:.1f} | "
             f"{theirs['wiki_ppl']:.1f} |"
         )
     lines += [""]
