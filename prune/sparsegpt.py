@@ -13,7 +13,7 @@ import torch
 
 from prune.config import NM, Pattern, Unstructured
 from prune.masks import keep_top_n_of_m, prune_lowest_per_tensor, require_finite
-from prune.obs import float_w_and_hinv, inverse_hessian_factor, obs_sweep  # noqa: F401 (re-exported)
+from prune.obs import float_w_and_hinv, obs_sweep
 
 
 def sparsegpt_saliency(W: torch.Tensor, H: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:

@@ -49,6 +49,9 @@ class QuantChooser:
             self.zero = torch.zeros(rows, spec.groups(cols))
         else:
             self.scale, self.zero = fixed
+        # per tensor: one (1, 1) scale, broadcast to the rows once here rather than per column in the sweep
+        self.s_rows = self.scale.expand(rows, -1) if self.scale.shape[0] == 1 else self.scale
+        self.z_rows = self.zero.expand(rows, -1) if self.zero.shape[0] == 1 else self.zero
         self.per_group = QuantSpec(spec.bits, "channel", symmetric=spec.symmetric)
         self.keep1: torch.Tensor | None = None  # the block's fixed mask, set by MaskChooser
 
@@ -64,8 +67,7 @@ class QuantChooser:
                 group = group * self.keep1[:, i : i + self.size]
             s, z = quant_params(group, self.per_group)  # (rows, 1)
             self.scale[:, g : g + 1], self.zero[:, g : g + 1] = s, z
-        s = self.scale[:, g : g + 1] if self.scale.shape[0] > 1 else self.scale.expand(W1.shape[0], 1)
-        z = self.zero[:, g : g + 1] if self.zero.shape[0] > 1 else self.zero.expand(W1.shape[0], 1)
+        s, z = self.s_rows[:, g : g + 1], self.z_rows[:, g : g + 1]
         q = torch.clamp(torch.round(W1[:, i : i + 1] / s) + z, 0, self.spec.maxq)
         return (s * (q - z)).reshape(-1)
 

@@ -6,7 +6,8 @@ import torch
 from prune import MagnitudeConfig, SparseGPTConfig, WandaConfig, make_stats, prune_weight
 from prune.config import NM, Unstructured
 from prune.masks import satisfies_nm
-from prune.sparsegpt import inverse_hessian_factor, sparsegpt_prune
+from prune.obs import inverse_hessian_factor
+from prune.sparsegpt import sparsegpt_prune
 from prune.stats import Hessian
 
 
