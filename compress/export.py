@@ -417,6 +417,20 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     return out
 
 
+def read_masks_24(folder: Path) -> dict[str, torch.Tensor]:
+    """The keep-mask of every `sparse-24-bitmask` Linear of a checkpoint folder (module name -> bool (rows, cols)),
+    so that later stages (quantization) keep the zeros the checkpoint's pruning chose."""
+    out = {}
+    for f in weight_files(folder):
+        with safe_open(f, framework="pt") as fh:
+            for key in fh.keys():
+                if key.endswith(".bitmask"):
+                    module = key.removesuffix(".bitmask")
+                    rows, cols = (int(x) for x in fh.get_tensor(f"{module}.shape").flatten().tolist())
+                    out[module] = unpack_bitmask(fh.get_tensor(key), (rows, cols))
+    return out
+
+
 def read_config(folder: Path):
     """(transformers config without its `quantization_config`, that dict or None) of a checkpoint folder."""
     from transformers import AutoConfig

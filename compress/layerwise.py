@@ -188,17 +188,19 @@ def _layer_output(out):
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-RECORD_PREFIX = "__record__."  # keys of a layer's resume file that hold its Linears' packed keep-masks
+RECORD_PREFIX = "__record__."  # keys of a layer's resume file that hold its Linears' record tensors
+RECORD_SEP = ":"  # __record__.<linear name>:<tensor name> (a Linear name holds dots, never a colon)
 
 
 def record_tensors(records: Records | None, linears: dict[str, nn.Linear]) -> dict[str, torch.Tensor]:
-    """The packed masks of the records of `linears`, keyed for a layer's resume file."""
+    """The tensors of the records of `linears` (packed masks, quantization codes), keyed for a layer's resume file."""
     if not records:
         return {}
     return {
-        f"{RECORD_PREFIX}{n}": records[n].keep_bits
+        f"{RECORD_PREFIX}{n}{RECORD_SEP}{k}": t
         for n in linears
-        if n in records and records[n].keep_bits is not None
+        if n in records
+        for k, t in records[n].tensors().items()
     }
 
 
@@ -208,11 +210,13 @@ def record_json(records: Records | None) -> dict:
 
 def restore_records(records: Records | None, tensors: dict[str, torch.Tensor], saved: dict) -> None:
     """Take a resumed layer's record entries out of `tensors` (in place) into `records`."""
+    found: dict[str, dict[str, torch.Tensor]] = {}
     for key in [k for k in tensors if k.startswith(RECORD_PREFIX)]:
-        name = key.removeprefix(RECORD_PREFIX)
-        bits = tensors.pop(key)
-        if records is not None:
-            records[name] = LinearRecord.from_json(saved[name], bits)
+        name, _, part = key.removeprefix(RECORD_PREFIX).rpartition(RECORD_SEP)
+        found.setdefault(name, {})[part] = tensors.pop(key)
+    if records is not None:
+        for name, parts in found.items():
+            records[name] = LinearRecord.from_json(saved[name], parts)
 
 
 def forward_groups(layer: nn.Module, linears: dict[str, nn.Linear], run_once) -> list[dict[str, nn.Linear]]:

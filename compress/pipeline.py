@@ -17,14 +17,15 @@ import torch
 from torch import nn
 
 from compress.card import write_card
+from compress.checkpoint_format import SPARSE_24, folder_format
 from compress.config import RunConfig, to_dict
 from compress.data import calibration_windows, load_calibration_corpus, perplexity_text
 from compress.devices import resolve_device
 from compress.environment import environment, peak_memory
-from compress.export import check_output_dir, save_checkpoint
+from compress.export import check_output_dir, read_masks_24, save_checkpoint
 from compress.layerwise import LayerwiseResult, run_layerwise_stage
 from compress.models import context_length, load_model, resolve_dtype
-from compress.records import Records, check_weight_matches, with_pattern
+from compress.records import LinearRecord, Records, check_weight_matches, with_pattern
 from compress.resume import LayerwiseCheckpoint, run_key
 from compress.stages import LayerwiseStage, StageContext, kind_of
 from eval.heldout import heldout_texts
@@ -117,7 +118,7 @@ def run(cfg: RunConfig, out: Path, overwrite: bool = False, progress: bool = Tru
         if checkpoint.resumed:
             log(f"resuming from {checkpoint.folder}: layers before {checkpoint.next_layer} are done")
 
-    records: Records = {}
+    records = checkpoint_records(source)
     ctx = StageContext(
         model,
         tokenizer,
@@ -134,8 +135,7 @@ def run(cfg: RunConfig, out: Path, overwrite: bool = False, progress: bool = Tru
     )
     stages = [kind_of(c).runner(c, ctx) for c in recipe.stages]
     for stage in stages:  # validate shapes before the long part
-        if isinstance(stage, LayerwiseStage):
-            stage.check(stage.targets(model))
+        stage.precheck(model)
 
     ppl = dense_perplexity(model, tokenizer, recipe.eval, device, checkpoint, progress, log, timer)
 
@@ -191,6 +191,16 @@ def run(cfg: RunConfig, out: Path, overwrite: bool = False, progress: bool = Tru
         checkpoint.remove()
     shutil.rmtree(ctx.work_dir, ignore_errors=True)  # the stages' resume state (e.g. AST's) is spent
     return report
+
+
+def checkpoint_records(source) -> Records:
+    """A 2:4 checkpoint's masks as records: a later stage (quant) keeps its zeros, and the export writes them."""
+    records: Records = {}
+    if source.kind == "local" and folder_format(Path(source.location)) == SPARSE_24:
+        for name, keep in read_masks_24(Path(source.location)).items():
+            records[name] = LinearRecord(tuple(keep.shape))
+            records[name].set_mask(NM(2, 4), keep)
+    return records
 
 
 def run_stage(stage, ctx: StageContext, checkpoint: LayerwiseCheckpoint | None, measure_error: bool = False) -> dict:

@@ -24,7 +24,7 @@ from torch import nn
 
 from compress.records import Records
 
-STAGE_PACKAGES = ("prune", "finetune")  # each has a stage.py that registers its kinds
+STAGE_PACKAGES = ("prune", "quant", "finetune")  # each has a stage.py that registers its kinds
 
 
 @dataclass
@@ -72,6 +72,10 @@ class LayerwiseStage:
     def check(self, targets: dict[str, nn.Linear]) -> None:
         """Refuse shapes the stage cannot handle (a UserError before the long part)."""
 
+    def precheck(self, model: nn.Module) -> None:
+        """Called by the pipeline on every stage before the first one runs."""
+        self.check(self.targets(model))
+
     def prepass(self) -> Prepass | None:
         return None
 
@@ -94,6 +98,9 @@ class ModelStage:
 
     def __init__(self, config, ctx: StageContext) -> None:
         self.config, self.ctx = config, ctx
+
+    def precheck(self, model: nn.Module) -> None:
+        """Refuse shapes or settings the stage cannot handle (a UserError before the long part)."""
 
     def run(self) -> dict:
         raise NotImplementedError

@@ -80,7 +80,13 @@ class FinetuneConfig(ASTConfig):
     def check_after(self, earlier: tuple) -> None:
         """AST trains 2:4 masks: an earlier prune stage must produce them."""
         from prune.stage import PruneConfig
+        from quant.stage import QuantConfig
 
+        if any(isinstance(s, QuantConfig) for s in earlier):
+            raise ValueError(
+                "finetune after quant would train the quantized weights off their grid; put the quant stage after "
+                "the finetune stage"
+            )
         if not any(isinstance(s, PruneConfig) and s.spec.pattern == NM(2, 4) for s in earlier):
             raise ValueError(
                 "finetune (AST) trains the 2:4 masks of an earlier prune stage; put "

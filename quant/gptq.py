@@ -40,8 +40,10 @@ class GPTQResult:
 class QuantChooser:
     """q = the column on its group's grid; the group of sweep position j is original column perm[j] // size."""
 
-    def __init__(self, spec: QuantSpec, rows: int, cols: int, perm: torch.Tensor | None, fixed) -> None:
-        self.spec, self.perm = spec, perm
+    def __init__(
+        self, spec: QuantSpec, rows: int, cols: int, perm: torch.Tensor | None, fixed, scale_dtype: torch.dtype
+    ) -> None:
+        self.spec, self.perm, self.scale_dtype = spec, perm, scale_dtype
         self.size = spec.group_size if spec.strategy == "group" else cols
         self.dynamic = fixed is None
         if fixed is None:
@@ -66,7 +68,7 @@ class QuantChooser:
             if self.keep1 is not None:
                 group = group * self.keep1[:, i : i + self.size]
             s, z = quant_params(group, self.per_group)  # (rows, 1)
-            self.scale[:, g : g + 1], self.zero[:, g : g + 1] = s, z
+            self.scale[:, g : g + 1], self.zero[:, g : g + 1] = s.to(self.scale_dtype).float(), z
         s, z = self.s_rows[:, g : g + 1], self.z_rows[:, g : g + 1]
         q = torch.clamp(torch.round(W1[:, i : i + 1] / s) + z, 0, self.spec.maxq)
         return (s * (q - z)).reshape(-1)
@@ -82,10 +84,13 @@ def gptq_quantize(
     act_order: bool = False,
     keep: torch.Tensor | None = None,
     pattern: NM | None = None,
+    scale_dtype: torch.dtype = torch.float32,
 ) -> GPTQResult:
     """GPTQ-quantize W (rows, cols) with the layer-input Hessian H (cols, cols); W is not modified.
 
-    keep: a fixed keep-mask (e.g. a 2:4 record). pattern: an N:M mask chosen in this sweep. At most one."""
+    keep: a fixed keep-mask (e.g. a 2:4 record). pattern: an N:M mask chosen in this sweep. At most one.
+    scale_dtype: scales are rounded to it (the export's dtype) as soon as they are found, so the sweep quantizes
+    and compensates on the grid the checkpoint stores."""
     if keep is not None and pattern is not None:
         raise ValueError("gptq: give a fixed keep mask or an N:M pattern to choose, not both")
     rows, cols = W.shape
@@ -103,8 +108,9 @@ def gptq_quantize(
         initial = Wf if perm is None else Wf[:, torch.argsort(perm)]
         if keep is not None:
             initial = initial * keep
-        fixed = quant_params(initial, spec)
-    qc = QuantChooser(spec, rows, cols, perm, fixed)
+        scale, zero = quant_params(initial, spec)
+        fixed = (scale.to(scale_dtype).float(), zero)
+    qc = QuantChooser(spec, rows, cols, perm, fixed, scale_dtype)
     if keep is not None:
         chooser = MaskChooser(None, (keep if perm is None else keep[:, perm]).clone(), quant=qc)
     elif pattern is not None:

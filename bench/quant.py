@@ -1,0 +1,180 @@
+"""Quantization on SmolLM2-135M (issue 15): wiki perplexity, recovery, size on disk and time per method and grid,
+on the dense model and on SparseGPT 2:4, each variant a real pipeline run whose checkpoint is evaluated from disk.
+
+    python bench/quant.py [--device cuda] [--methods rtn,gptq] [--grids w4g64,w3g64,w4g32] [--zeroshot KEY,...]
+
+Every variant is `python -m compress run` with a quant stage on one of two bases, themselves pipeline outputs:
+`dense` (the SmolLM2 GGUF exported as safetensors, so each run loads in seconds) and `sparsegpt2of4` (SparseGPT
+2:4 of it; a quant run on it reads the checkpoint's masks and keeps its zeros). SmolLM2's in-features 576 is not
+a multiple of 128, so its grids are group 64 (and group 32, labelled: the GGUF source is already Q4_1 at group 32,
+so a 4-bit group-32 grid partly re-finds the source's own grid). The JSON is written after every variant; a call
+cut short keeps what is finished, and a rerun skips variants whose checkpoint exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.render import run_meta, save  # noqa: E402
+from compress.config import RunConfig, recipe_from_dict  # noqa: E402
+from compress.environment import environment  # noqa: E402
+from compress.models import resolve_dtype  # noqa: E402
+from compress.pipeline import resolve_device, run  # noqa: E402
+from eval.lm_tasks import DISCRIMINATING  # noqa: E402
+from eval.zeroshot import recovery  # noqa: E402
+
+GRIDS = {  # name -> quant settings of a uniform grid
+    "w4g64": {"bits": 4, "group_size": 64},
+    "w3g64": {"bits": 3, "group_size": 64},
+    "w4g32": {"bits": 4, "group_size": 32},
+}
+METHODS = {"rtn": {"method": "rtn"}, "gptq": {"method": "gptq"}}
+BASES = {"dense": [], "sparsegpt2of4": [{"prune": {"method": "sparsegpt", "pattern": "2:4"}}]}
+
+
+def recipe(name: str, stages: list, cal: dict, seqlen: int, max_windows: int | None):
+    return recipe_from_dict(
+        {
+            "name": name,
+            "calibration": {"dataset": "olmo-mix", "seed": 0, **cal},
+            "stages": stages,
+            "eval": {"perplexity": ["wiki"], "seqlen": seqlen, "max_windows": max_windows},
+        }
+    )
+
+
+def folder_mb(folder: Path) -> float:
+    return round(sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e6, 2)
+
+
+def make(model: str, folder: Path, rec, device) -> dict:
+    if not (folder / "report.json").exists():
+        run(RunConfig(model, rec, device=str(device)), folder, progress=False, log=print)
+    return json.loads((folder / "report.json").read_text())
+
+
+def zeroshot(folder: Path, device, dtype, batch_size: int, limit: int | None) -> dict:
+    from eval.evaluate import evaluate
+
+    r = evaluate(
+        folder.name,
+        str(folder),
+        tasks=list(DISCRIMINATING),
+        limit=limit,
+        device=device,
+        dtype=dtype,
+        batch_size=batch_size,
+        task_source="embedded",
+        log=print,
+    )
+    return {t: {k: v.get(k) for k in ("acc", "acc_norm")} for t, v in r.zeroshot.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--device", default="auto")
+    p.add_argument("--work", type=Path, default=Path("out/bench-quant"))
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--grids", default=",".join(GRIDS))
+    p.add_argument("--bases", default=",".join(BASES))
+    p.add_argument("--zeroshot", default="", help="comma-separated variant keys (e.g. dense,gptq/w4g64) to score")
+    p.add_argument("--limit", type=int, help="zero-shot examples per task (default: full validation sets)")
+    p.add_argument("--batch-size", type=int, default=64, help="lm-eval batch size")
+    p.add_argument("--nsamples", type=int, default=128)
+    p.add_argument("--seqlen", type=int, default=2048)
+    p.add_argument("--eval-max-windows", type=int, help="perplexity windows (default: all)")
+    p.add_argument("--json", type=Path, default=Path("bench/quant.json"))
+    args = p.parse_args()
+    device = resolve_device(args.device)
+    dtype = resolve_dtype("auto", device)
+    cal = {"nsamples": args.nsamples, "seqlen": args.seqlen}
+    old = json.loads(args.json.read_text()) if args.json.exists() else {}
+    variants = dict(old.get("variants", {}))
+    meta = {
+        "device": environment()["cuda_device"] or "cpu",
+        "dtype": str(dtype),
+        "calibration": cal,
+        "eval_max_windows": args.eval_max_windows,
+        "command": "python " + " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    wanted_zs = {k for k in args.zeroshot.split(",") if k}
+
+    def record(key: str, folder: Path, report: dict, extra: dict) -> None:
+        entry = {
+            "wiki_ppl": report["perplexity"]["wiki"]["compressed"],
+            "size_mb": folder_mb(folder),
+            "time_s": report["timings_s"],
+            "summary": report.get("summary", {}),
+            **meta,
+            **extra,
+        }
+        if key in wanted_zs:
+            entry["_scores"] = zeroshot(folder, device, dtype, args.batch_size, args.limit)
+            entry["zeroshot_limit"] = args.limit
+        elif "_scores" in variants.get(key, {}) and variants[key].get("zeroshot_limit") == args.limit:
+            entry["_scores"] = variants[key]["_scores"]
+        variants[key] = entry
+        print(f"{key}: wiki {entry['wiki_ppl']:.3f}, {entry['size_mb']} MB", flush=True)
+        write(args.json, variants, old)
+
+    dense = args.work / "dense"
+    rep = make("smollm2-135m", dense, recipe("dense", [], cal, args.seqlen, args.eval_max_windows), device)
+    rep["perplexity"]["wiki"]["compressed"] = rep["perplexity"]["wiki"]["dense"]
+    record("dense", dense, rep, {})
+    for base in args.bases.split(","):
+        base_folder = dense
+        if BASES[base]:
+            base_folder = args.work / base
+            rep = make(
+                str(dense), base_folder, recipe(base, BASES[base], cal, args.seqlen, args.eval_max_windows), device
+            )
+            record(base, base_folder, rep, {"prune_s": rep["timings_s"].get("prune")})
+        for method in args.methods.split(","):
+            for grid in args.grids.split(","):
+                key = f"{'' if base == 'dense' else base + '+'}{method}/{grid}"
+                folder = args.work / key.replace("/", "-").replace("+", "_")
+                stage = {"quant": {**METHODS[method], **GRIDS[grid]}}
+                rep = make(
+                    str(base_folder), folder, recipe(key, [stage], cal, args.seqlen, args.eval_max_windows), device
+                )
+                record(
+                    key,
+                    folder,
+                    rep,
+                    {"quant_s": rep["timings_s"].get("quant"), "base": base, "method": method, "grid": grid},
+                )
+
+
+def write(path: Path, variants: dict, old: dict) -> None:
+    dense = variants.get("dense", {}).get("_scores")
+    for entry in variants.values():
+        if dense and "_scores" in entry:
+            entry["recovery"] = round(recovery(entry["_scores"], dense, DISCRIMINATING), 4)
+    table: dict = {"wiki_ppl": {}, "recovery": {}, "size_mb": {}, "time_s": {}}
+    for key, e in variants.items():
+        if "/" not in key:
+            continue
+        method, grid = key.split("/")
+        table["wiki_ppl"].setdefault(method, {})[grid] = e["wiki_ppl"]
+        table["size_mb"].setdefault(method, {})[grid] = e["size_mb"]
+        table["time_s"].setdefault(method, {})[grid] = e.get("quant_s")
+        if "recovery" in e:
+            table["recovery"].setdefault(method, {})[grid] = e["recovery"]
+    for k in ("dense", "sparsegpt2of4"):
+        if k in variants:
+            table["wiki_ppl"][k] = variants[k]["wiki_ppl"]
+            table["size_mb"][k] = variants[k]["size_mb"]
+            if "recovery" in variants[k]:
+                table["recovery"][k] = variants[k]["recovery"]
+    save(path, {**old, **table, "variants": variants, "run": {**old.get("run", {}), **run_meta()}})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""What a quantization method leaves in a Linear's record (compress/records.py): its codes and parameters, in the
+form the export writes, so that what is exported decodes to exactly the weight the stage left in the model.
+
+`UniformCodes` (RTN, GPTQ): b-bit codes on a uniform grid per tensor / channel / group, scale and zero point;
+exported as compressed-tensors `pack-quantized`. The codes are held as a dense bit stream (quant/pack.py
+`pack_bits`), b/8 bytes per weight, so the records of a 7B model stay a fraction of its fp16 size.
+Later formats (lookup table + outliers, Hadamard) add their own classes with the same three methods:
+`decode()` (the dense fp32 weight), `tensors()` / `to_json()` and `from_saved()` for the resume files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from quant.pack import pack_bits, unpack_bits
+from quant.primitives import QuantSpec, dequantize
+
+
+@dataclass
+class UniformCodes:
+    spec: QuantSpec
+    shape: tuple[int, int]
+    packed: torch.Tensor  # uint8 bit stream of the (rows, cols) codes in [0, maxq]
+    scale: torch.Tensor  # fp32 (rows, groups), (1, 1) per tensor; already rounded to the export dtype
+    zero: torch.Tensor  # fp32, same shape (symmetric: (maxq + 1) / 2)
+
+    @classmethod
+    def of(cls, codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, spec: QuantSpec) -> UniformCodes:
+        return cls(spec, tuple(codes.shape), pack_bits(codes.cpu(), spec.bits), scale.float().cpu(), zero.float().cpu())
+
+    @property
+    def codes(self) -> torch.Tensor:
+        return unpack_bits(self.packed, self.spec.bits, self.shape)
+
+    def decode(self) -> torch.Tensor:
+        """The dense fp32 weight scale · (codes − zero)."""
+        return dequantize(self.codes, self.scale, self.zero, self.spec)
+
+    # ---- resume files: tensors + JSON
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"packed": self.packed, "scale": self.scale, "zero": self.zero}
+
+    def to_json(self) -> dict:
+        s = self.spec
+        return {
+            "format": "uniform",
+            "shape": list(self.shape),
+            "spec": {"bits": s.bits, "strategy": s.strategy, "group_size": s.group_size, "symmetric": s.symmetric},
+        }
+
+    @classmethod
+    def from_saved(cls, data: dict, tensors: dict[str, torch.Tensor]) -> UniformCodes:
+        return cls(
+            QuantSpec(**data["spec"]), tuple(data["shape"]), tensors["packed"], tensors["scale"], tensors["zero"]
+        )
+
+
+CODE_FORMATS = {"uniform": UniformCodes}  # to_json()["format"] -> class
+
+
+def codes_from_saved(data: dict, tensors: dict[str, torch.Tensor]):
+    return CODE_FORMATS[data["format"]].from_saved(data, tensors)

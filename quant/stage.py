@@ -1,0 +1,209 @@
+"""The `quant` stage: its recipe schema and how it runs (registered in compress/stages.py).
+
+    stages:
+      - prune: {method: sparsegpt, pattern: "2:4"}   # optional: a pruned layer keeps exactly its zeros
+      - quant:
+          method: gptq              # rtn | gptq
+          bits: 4                   # 2, 3, 4 or 8
+          strategy: group           # group | channel (one scale per output row) | tensor
+          group_size: 128           # input columns per scale (strategy group); must divide every in-features
+          symmetric: true           # compressed-tensors' symmetric int (no zero point) when true
+          act_order: false          # gptq: columns by decreasing diag H, static groups (no g_idx)
+          blocksize: 128            # gptq: columns per lazy-update block
+          percdamp: 0.01            # gptq: damping, fraction of mean(diag H)
+          true_sequential: false    # Linears of a layer in forward order (gptq `--true-sequential`)
+          ignore: []                # regexes (re.fullmatch) of Linear names left unquantized; lm_head always is
+
+GPTQ runs in the one layer-wise driver (its Hessians are those SparseGPT uses); RTN needs no data and quantizes
+each Linear where it is, without a calibration walk. On a Linear with a
+record from an earlier prune stage, only the kept weights are quantized (GPTQ compensates the pruned ones' error
+too, with the mask fixed) and the zero pattern survives exactly (0 is always on the grid).
+Each quantized Linear's record gets its codes (quant/codes.py); the model keeps the decoded weight, which is what
+is evaluated and exactly what the export writes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+from torch import nn
+from tqdm.auto import tqdm
+
+from compress.errors import UserError
+from compress.models import decoder_layers
+from compress.records import LinearRecord
+from compress.schema import check_types
+from compress.stages import LayerwiseStage, ModelStage, register
+from quant.config import GPTQConfig, RTNConfig
+from quant.primitives import BITS, STRATEGIES, QuantSpec
+from quant.step import make_stats, quantize_weight
+
+QUANT_METHODS = ("rtn", "gptq")
+
+EXPECTED = {
+    "quant.method": f"a string, one of {', '.join(QUANT_METHODS)}",
+    "quant.bits": f"an integer, one of {', '.join(map(str, BITS))}",
+    "quant.strategy": f"a string, one of {', '.join(STRATEGIES)}",
+    "quant.ignore": "a list of strings (regexes of Linear names), e.g. ['.*mlp.down_proj']",
+}
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    method: str = "gptq"
+    bits: int = 4
+    strategy: str = "group"
+    group_size: int = 128
+    symmetric: bool = True
+    act_order: bool = False
+    blocksize: int = 128
+    percdamp: float = 0.01
+    true_sequential: bool = False
+    ignore: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_types(self, "quant", EXPECTED)
+        if self.method not in QUANT_METHODS:
+            raise ValueError(f"quant.method {self.method!r} is unknown; allowed: {', '.join(QUANT_METHODS)}")
+        for pat in self.ignore:
+            try:
+                re.compile(pat)
+            except re.error as e:
+                raise ValueError(f"quant.ignore entry {pat!r} is not a valid regex ({e})") from None
+        try:
+            _ = self.spec
+        except ValueError as e:
+            raise ValueError(f"quant: {e}") from None
+
+    @property
+    def quant_spec(self) -> QuantSpec:
+        return QuantSpec(self.bits, self.strategy, self.group_size, self.symmetric)
+
+    @property
+    def spec(self) -> RTNConfig | GPTQConfig:
+        """The method's own config (quant/config.py), which the quantization code dispatches on."""
+        if self.method == "rtn":
+            return RTNConfig(self.quant_spec)
+        return GPTQConfig(self.quant_spec, self.blocksize, self.percdamp, self.act_order)
+
+    def describe(self) -> str:
+        s = self.quant_spec
+        grid = f"g{s.group_size}" if s.strategy == "group" else f" per {s.strategy}"
+        return f"{self.method} w{s.bits}{grid}{'' if s.symmetric else ' asym'}"
+
+    def check_after(self, earlier: tuple) -> None:
+        """Quantization is the last change to the weights: a quant stage takes at most one place in a recipe."""
+        if any(isinstance(s, QuantConfig) for s in earlier):
+            raise ValueError("a recipe quantizes once; keep one quant stage")
+
+
+def quant_targets(model: nn.Module, ignore: tuple[str, ...]) -> dict[str, nn.Linear]:
+    """Linear modules inside decoder layers that the recipe does not `ignore` (lm_head never is one)."""
+    layer_ids = {id(m) for layer in decoder_layers(model) for m in layer.modules()}
+    return {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear) and id(m) in layer_ids and not any(re.fullmatch(p, name) for p in ignore)
+    }
+
+
+def check_targets(config: QuantConfig, targets: dict[str, nn.Linear]) -> None:
+    spec = config.quant_spec
+    for name, m in targets.items():
+        if spec.strategy == "group" and m.in_features % spec.group_size:
+            raise UserError(
+                f"{name} has {m.in_features} in-features, not divisible by quant.group_size {spec.group_size}; "
+                f"choose a group_size that divides it (e.g. 32 or 64), or leave it unquantized with "
+                f"quant.ignore: ['{re.escape(name)}']"
+            )
+
+
+def quantize_linear(method, name: str, lin: nn.Linear, records, stats) -> dict:
+    """Quantize one Linear in place (its recorded keep-mask respected) and put its codes in its record."""
+    W = lin.weight.data
+    record = records.setdefault(name, LinearRecord(tuple(W.shape)))
+    keep = record.mask
+    keep = None if keep is None else keep.to(W.device)
+    try:
+        W_hat, codes = quantize_weight(method, W, stats, keep, W.dtype)
+    except ValueError as e:  # e.g. a Hessian that no damping makes positive definite
+        raise UserError(f"{name}: {e}") from None
+    # the model's dtype rounds scale * (code - zero) once, as compressed-tensors' decompression in that dtype does
+    lin.weight.data.copy_(W_hat.to(W.dtype))
+    record.quant = codes
+    return {"shape": list(W.shape)}
+
+
+def summary(config: QuantConfig, metrics: dict[str, dict]) -> dict:
+    done = list(metrics.values())
+    out = {"quantized_linears": len(done), "quant": config.describe()}
+    if done and all("rel_output_error" in m for m in done):
+        out["quant_mean_rel_output_error"] = sum(m["rel_output_error"] for m in done) / len(done)
+    return out
+
+
+class LayerwiseQuantStage(LayerwiseStage):
+    """GPTQ: every targeted Linear quantized layer by layer, on the Hessian of its inputs as the layers before it
+    (already quantized) give them."""
+
+    def __init__(self, config: QuantConfig, ctx) -> None:
+        super().__init__(config, ctx)
+        self.sequential = config.true_sequential
+        self.method = config.spec
+
+    def describe(self) -> str:
+        return self.config.describe()
+
+    def targets(self, model: nn.Module) -> dict[str, nn.Linear]:
+        return quant_targets(model, self.config.ignore)
+
+    def check(self, targets: dict[str, nn.Linear]) -> None:
+        check_targets(self.config, targets)
+
+    def make_stats(self, name: str, linear: nn.Linear):
+        return make_stats(self.method, linear.in_features, self.ctx.device)
+
+    def step(self, idx: int, linears: dict[str, nn.Linear], stats: dict) -> dict[str, dict]:
+        return {n: quantize_linear(self.method, n, lin, self.ctx.records, stats.get(n)) for n, lin in linears.items()}
+
+    def summary(self, metrics: dict[str, dict]) -> dict:
+        return summary(self.config, metrics)
+
+
+class DirectQuantStage(ModelStage):
+    """Methods that need no layer-wise calibration walk (RTN): each targeted Linear quantized where it is."""
+
+    def __init__(self, config: QuantConfig, ctx) -> None:
+        super().__init__(config, ctx)
+        self.method = config.spec
+
+    def describe(self) -> str:
+        return self.config.describe()
+
+    def precheck(self, model: nn.Module) -> None:
+        check_targets(self.config, quant_targets(model, self.config.ignore))
+
+    def run(self) -> dict:
+        t0 = time.perf_counter()
+        targets = quant_targets(self.ctx.model, self.config.ignore)
+        check_targets(self.config, targets)
+        metrics = {}
+        for name, lin in tqdm(targets.items(), desc="quantize", disable=not self.ctx.progress):
+            metrics[name] = quantize_linear(self.method, name, lin, self.ctx.records, None)
+        return {
+            "summary": summary(self.config, metrics),
+            "layers": metrics,
+            "timings_s": {"quantize_s": round(time.perf_counter() - t0, 3)},
+        }
+
+
+def quant_stage(config: QuantConfig, ctx) -> LayerwiseQuantStage | DirectQuantStage:
+    """The runner for a quant config: the layer-wise driver only for methods with calibration statistics."""
+    if make_stats(config.spec, 1, "cpu") is None:
+        return DirectQuantStage(config, ctx)
+    return LayerwiseQuantStage(config, ctx)
+
+
+register("quant", QuantConfig, uses_calibration=True)(quant_stage)

@@ -1,0 +1,75 @@
+"""One quantization step for one Linear weight, dispatched on the method's config type (like prune/step.py).
+
+`quantize_weight(method, W, stats, keep, scale_dtype) -> (W_hat fp32, codes)`: W_hat is exactly `codes.decode()`,
+the weight the model computes with and the export writes. `keep` is the Linear's recorded keep-mask (a 2:4 or
+pruned layer, else None): its zeros survive exactly. `scale_dtype`: the dtype the export stores scales in; scales
+are rounded to it before the weight is computed, so the exported checkpoint decodes to the evaluated weights.
+"""
+
+from __future__ import annotations
+
+from functools import singledispatch
+
+import torch
+
+from prune.stats import Hessian
+from quant.codes import UniformCodes
+from quant.config import GPTQConfig, RTNConfig
+from quant.gptq import gptq_quantize
+from quant.primitives import dequantize, quant_params, quantize
+
+
+@singledispatch
+def make_stats(method, in_features: int, device: torch.device | str):
+    """The calibration accumulator `method` needs for a Linear with `in_features` inputs (None: no data)."""
+    raise TypeError(f"no quantization method registered for {type(method).__name__}")
+
+
+@make_stats.register
+def _(method: RTNConfig, in_features: int, device):
+    return None
+
+
+@make_stats.register
+def _(method: GPTQConfig, in_features: int, device):
+    return Hessian(in_features, device)
+
+
+@singledispatch
+def quantize_weight(method, W: torch.Tensor, stats, keep: torch.Tensor | None, scale_dtype: torch.dtype):
+    raise TypeError(f"no quantization method registered for {type(method).__name__}")
+
+
+def round_scale(scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The scale as the export stores it (e.g. bf16), back in fp32; a scale that rounds to 0 or inf is refused."""
+    out = scale.to(dtype).float()
+    if not bool((torch.isfinite(out) & (out > 0)).all()):
+        raise ValueError(f"a quantization scale is not representable in {dtype} (0 or inf after rounding)")
+    return out
+
+
+@quantize_weight.register
+def _(method: RTNConfig, W, stats, keep, scale_dtype):
+    spec = method.spec
+    Wk = W.float() if keep is None else W.float() * keep
+    scale, zero = quant_params(Wk, spec)
+    scale = round_scale(scale, scale_dtype)
+    codes = quantize(Wk, scale, zero, spec)
+    return dequantize(codes, scale, zero, spec), UniformCodes.of(codes, scale, zero, spec)
+
+
+@quantize_weight.register
+def _(method: GPTQConfig, W, stats, keep, scale_dtype):
+    if stats is None or stats.nsamples == 0:
+        raise ValueError("GPTQ needs calibration statistics, but none were collected for this layer")
+    r = gptq_quantize(
+        W,
+        stats.H,
+        method.spec,
+        blocksize=method.blocksize,
+        percdamp=method.percdamp,
+        act_order=method.act_order,
+        keep=keep,
+        scale_dtype=scale_dtype,
+    )
+    return r.W, UniformCodes.of(r.codes, r.scale, r.zero, method.spec)
