@@ -57,7 +57,52 @@ class UniformCodes:
         )
 
 
-CODE_FORMATS = {"uniform": UniformCodes}  # to_json()["format"] -> class
+@dataclass
+class HadamardCodes:
+    """QuEST (quant/quest.py): b-bit midpoint codes per output row, scale = α_b · RMS(row), of the weight rotated by
+    the orthonormal block Hadamard transform along in-features (`block`; 0 = no rotation, a pruned layer). The
+    dense weight is fwht(dequantize(codes)) (the rotation folded back); with `keep_bits` (a pruned layer, no
+    rotation) the pruned positions are exactly 0."""
+
+    bits: int
+    block: int
+    shape: tuple[int, int]
+    packed: torch.Tensor  # uint8 bit stream of the (rows, cols) codes in [0, 2^b - 1]
+    scale: torch.Tensor  # fp32 (rows, 1)
+    keep_bits: torch.Tensor | None = None  # compress/records.py pack_bits layout
+
+    def decode(self) -> torch.Tensor:
+        from compress.records import unpack_bits as unpack_mask
+        from quant.hadamard import fwht
+        from quant.quest import quest_dequantize
+
+        W = quest_dequantize(unpack_bits(self.packed, self.bits, self.shape), self.scale, self.bits)
+        if self.block:
+            W = fwht(W, self.block)
+        if self.keep_bits is not None:
+            W = W * unpack_mask(self.keep_bits, self.shape) + 0.0
+        return W
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {"packed": self.packed, "scale": self.scale}
+        return out if self.keep_bits is None else {**out, "keep_bits": self.keep_bits}
+
+    def to_json(self) -> dict:
+        return {"format": "hadamard", "bits": self.bits, "block": self.block, "shape": list(self.shape)}
+
+    @classmethod
+    def from_saved(cls, data: dict, tensors: dict[str, torch.Tensor]) -> HadamardCodes:
+        return cls(
+            data["bits"],
+            data["block"],
+            tuple(data["shape"]),
+            tensors["packed"],
+            tensors["scale"],
+            tensors.get("keep_bits"),
+        )
+
+
+CODE_FORMATS = {"uniform": UniformCodes, "hadamard": HadamardCodes}  # to_json()["format"] -> class
 
 
 def codes_from_saved(data: dict, tensors: dict[str, torch.Tensor]):

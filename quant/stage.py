@@ -3,7 +3,7 @@
     stages:
       - prune: {method: sparsegpt, pattern: "2:4"}   # optional: a pruned layer keeps exactly its zeros
       - quant:
-          method: gptq              # rtn | gptq
+          method: gptq              # rtn | gptq | quest
           bits: 4                   # 2, 3, 4 or 8
           strategy: group           # group | channel (one scale per output row) | tensor
           group_size: 128           # input columns per scale (strategy group); must divide every in-features
@@ -12,6 +12,7 @@
           blocksize: 128            # gptq: columns per lazy-update block
           percdamp: 0.01            # gptq: damping, fraction of mean(diag H)
           true_sequential: false    # Linears of a layer in forward order (gptq `--true-sequential`)
+          hadamard_block: 128       # quest: orthonormal block Hadamard rotation along in-features (0: none)
           ignore: []                # regexes (re.fullmatch) of Linear names left unquantized; lm_head always is
 
 GPTQ runs in the one layer-wise driver (its Hessians are those SparseGPT uses); RTN needs no data and quantizes
@@ -38,13 +39,15 @@ from compress.schema import check_types
 from compress.stages import LayerwiseStage, ModelStage, register
 from quant.config import GPTQConfig, RTNConfig
 from quant.primitives import BITS, STRATEGIES, QuantSpec
+from quant.quest import QuestSpec
 from quant.step import make_stats, quantize_weight
 
-QUANT_METHODS = ("rtn", "gptq")
+QUANT_METHODS = ("rtn", "gptq", "quest")
 
 EXPECTED = {
     "quant.method": f"a string, one of {', '.join(QUANT_METHODS)}",
     "quant.bits": f"an integer, one of {', '.join(map(str, BITS))}",
+    "quant.hadamard_block": "an integer: a power of two dividing every in-features (128, 64, 32), or 0",
     "quant.strategy": f"a string, one of {', '.join(STRATEGIES)}",
     "quant.ignore": "a list of strings (regexes of Linear names), e.g. ['.*mlp.down_proj']",
 }
@@ -61,6 +64,7 @@ class QuantConfig:
     blocksize: int = 128
     percdamp: float = 0.01
     true_sequential: bool = False
+    hadamard_block: int = 128
     ignore: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -82,13 +86,17 @@ class QuantConfig:
         return QuantSpec(self.bits, self.strategy, self.group_size, self.symmetric)
 
     @property
-    def spec(self) -> RTNConfig | GPTQConfig:
+    def spec(self) -> RTNConfig | GPTQConfig | QuestSpec:
         """The method's own config (quant/config.py), which the quantization code dispatches on."""
+        if self.method == "quest":
+            return QuestSpec(self.bits, self.hadamard_block)
         if self.method == "rtn":
             return RTNConfig(self.quant_spec)
         return GPTQConfig(self.quant_spec, self.blocksize, self.percdamp, self.act_order)
 
     def describe(self) -> str:
+        if self.method == "quest":
+            return f"quest w{self.bits} per row, hadamard {self.hadamard_block or 'none'}"
         s = self.quant_spec
         grid = f"g{s.group_size}" if s.strategy == "group" else f" per {s.strategy}"
         return f"{self.method} w{s.bits}{grid}{'' if s.symmetric else ' asym'}"
@@ -110,6 +118,13 @@ def quant_targets(model: nn.Module, ignore: tuple[str, ...]) -> dict[str, nn.Lin
 
 
 def check_targets(config: QuantConfig, targets: dict[str, nn.Linear]) -> None:
+    if config.method == "quest":
+        for name, m in targets.items():
+            try:
+                config.spec.check(m.in_features)
+            except ValueError as e:
+                raise UserError(f"{name}: {e}") from None
+        return
     spec = config.quant_spec
     for name, m in targets.items():
         if spec.strategy == "group" and m.in_features % spec.group_size:
@@ -173,7 +188,7 @@ class LayerwiseQuantStage(LayerwiseStage):
 
 
 class DirectQuantStage(ModelStage):
-    """Methods that need no layer-wise calibration walk (RTN): each targeted Linear quantized where it is."""
+    """Methods that need no layer-wise calibration walk (RTN, QuEST): each targeted Linear quantized where it is."""
 
     def __init__(self, config: QuantConfig, ctx) -> None:
         super().__init__(config, ctx)

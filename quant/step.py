@@ -13,10 +13,12 @@ from functools import singledispatch
 import torch
 
 from prune.stats import Hessian
-from quant.codes import UniformCodes
+from quant.codes import HadamardCodes, UniformCodes
 from quant.config import GPTQConfig, RTNConfig
 from quant.gptq import gptq_quantize
+from quant.pack import pack_bits
 from quant.primitives import dequantize, quant_params, quantize
+from quant.quest import QuestSpec, quest_weight
 
 
 @singledispatch
@@ -33,6 +35,11 @@ def _(method: RTNConfig, in_features: int, device):
 @make_stats.register
 def _(method: GPTQConfig, in_features: int, device):
     return Hessian(in_features, device)
+
+
+@make_stats.register
+def _(method: QuestSpec, in_features: int, device):
+    return None
 
 
 @singledispatch
@@ -73,3 +80,19 @@ def _(method: GPTQConfig, W, stats, keep, scale_dtype):
         scale_dtype=scale_dtype,
     )
     return r.W, UniformCodes.of(r.codes, r.scale, r.zero, method.spec)
+
+
+@quantize_weight.register
+def _(method: QuestSpec, W, stats, keep, scale_dtype):
+    from compress.records import pack_bits as pack_mask
+
+    r = quest_weight(W.float(), method, keep)
+    codes = HadamardCodes(
+        method.bits,
+        r.block,
+        tuple(W.shape),
+        pack_bits(r.codes.cpu(), method.bits),
+        r.scale.float().cpu(),
+        None if keep is None else pack_mask(keep),
+    )
+    return r.W_hat, codes

@@ -109,12 +109,12 @@ def test_gptq_output_error_is_below_rtns_on_a_tiny_llama():
     assert errors["gptq"] < errors["rtn"]
 
 
-@pytest.mark.parametrize("method", ["rtn", "gptq"])
+@pytest.mark.parametrize("method", ["rtn", "gptq", "quest"])
 def test_a_pruned_layer_keeps_exactly_its_zeros(method):
     model = tiny_llama()
     records = prune_model(model, _ids(), PruneConfig("sparsegpt", "2:4"), CPU, progress=False).records
     masks = {n: r.mask.clone() for n, r in records.items()}
-    _quantize(model, QuantConfig(method, 4, group_size=32), records)
+    _quantize(model, QuantConfig(method, 4, group_size=32, hadamard_block=32), records)
     _check_records(model, records)
     for name, module in model.named_modules():
         if name in masks:
@@ -161,3 +161,32 @@ def test_a_non_finite_activation_stops_with_the_layer_name():
         model.model.layers[0].post_attention_layernorm.weight[0] = float("inf")
     with pytest.raises(UserError, match=r"model.layers.0"):
         _quantize(model, QuantConfig("gptq", 4, group_size=32))
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral"])
+def test_quest_records_decode_to_the_rotated_quantized_weights(arch):
+    """QuEST on dense layers: codes live in the Hadamard basis; the model keeps the rotation folded back, so a
+    plain Linear computes fwht(x) . Q(fwht(W))^T, and the record decodes to exactly that weight."""
+    from quant.hadamard import fwht
+
+    model = make(arch, "eager")
+    dense = {n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    _, records = _quantize(model, QuantConfig("quest", 4, hadamard_block=32))
+    _check_records(model, records)
+    name = "model.layers.0.mlp.down_proj"
+    rec, W = records[name].quant, dict(model.named_modules())[name].weight.detach()
+    assert rec.block == 32 and rec.scale.shape == (W.shape[0], 1)
+    rotated = fwht(W.float(), 32)  # back in the basis the codes were taken in: at most 16 levels per row
+    assert max(len(torch.unique(r.round(decimals=5))) for r in rotated) <= 16
+    # relative error near the 4-bit optimal-clip Gaussian figure sqrt(0.0115) = 0.107 (tests/test_quest.py)
+    rel = float((W.float() - dense[name].float()).norm() / dense[name].float().norm())
+    assert 0.05 < rel < 0.15
+
+
+def test_quest_hadamard_block_that_does_not_divide_is_refused():
+    model = tiny_llama()
+    stage = kind_of(QuantConfig()).runner(
+        QuantConfig("quest", hadamard_block=128), StageContext(model, None, CPU, None, {})
+    )
+    with pytest.raises(UserError, match=r"q_proj: hadamard_block 128 does not divide in-features 64"):
+        stage.precheck(model)
