@@ -102,7 +102,52 @@ class HadamardCodes:
         )
 
 
-CODE_FORMATS = {"uniform": UniformCodes, "hadamard": HadamardCodes}  # to_json()["format"] -> class
+@dataclass
+class LUTCodes:
+    """SqueezeLLM dense-and-sparse (quant/dense_sparse.py): per output row a lookup table of 2^b fp16 centroids and
+    b-bit indices (the dense part), plus the outliers as an fp16 CSR matrix that replaces the dense value at its
+    positions; with `keep_bits` (a pruned layer) the pruned positions are exactly 0."""
+
+    bits: int
+    shape: tuple[int, int]
+    lut: torch.Tensor  # fp16 (rows, 2^b)
+    packed: torch.Tensor  # uint8 bit stream of the (rows, cols) indices
+    crow: torch.Tensor  # int64 (rows + 1,)
+    col: torch.Tensor  # int64 (nnz,)
+    values: torch.Tensor  # fp16 (nnz,)
+    keep_bits: torch.Tensor | None = None
+
+    def decode(self) -> torch.Tensor:
+        from compress.records import unpack_bits as unpack_mask
+        from quant.dense_sparse import reconstruct
+
+        keep = None if self.keep_bits is None else unpack_mask(self.keep_bits, self.shape)
+        indices = unpack_bits(self.packed, self.bits, self.shape)
+        return reconstruct(self.lut, indices, self.crow, self.col, self.values, keep, self.shape)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {"lut": self.lut, "packed": self.packed, "crow": self.crow, "col": self.col, "values": self.values}
+        return out if self.keep_bits is None else {**out, "keep_bits": self.keep_bits}
+
+    def to_json(self) -> dict:
+        return {"format": "lut", "bits": self.bits, "shape": list(self.shape)}
+
+    @classmethod
+    def from_saved(cls, data: dict, tensors: dict[str, torch.Tensor]) -> LUTCodes:
+        t = tensors
+        return cls(
+            data["bits"],
+            tuple(data["shape"]),
+            t["lut"],
+            t["packed"],
+            t["crow"],
+            t["col"],
+            t["values"],
+            t.get("keep_bits"),
+        )
+
+
+CODE_FORMATS = {"uniform": UniformCodes, "hadamard": HadamardCodes, "lut": LUTCodes}  # to_json()["format"] -> class
 
 
 def codes_from_saved(data: dict, tensors: dict[str, torch.Tensor]):

@@ -3,7 +3,7 @@
     stages:
       - prune: {method: sparsegpt, pattern: "2:4"}   # optional: a pruned layer keeps exactly its zeros
       - quant:
-          method: gptq              # rtn | gptq | quest
+          method: gptq              # rtn | gptq | quest | squeezellm
           bits: 4                   # 2, 3, 4 or 8
           strategy: group           # group | channel (one scale per output row) | tensor
           group_size: 128           # input columns per scale (strategy group); must divide every in-features
@@ -13,6 +13,10 @@
           percdamp: 0.01            # gptq: damping, fraction of mean(diag H)
           true_sequential: false    # Linears of a layer in forward order (gptq `--true-sequential`)
           hadamard_block: 128       # quest: orthonormal block Hadamard rotation along in-features (0: none)
+          outlier_fraction: 0.0045  # squeezellm: range outliers kept in fp16 CSR (0 for dense-only)
+          sensitive_fraction: 0.0005  # squeezellm: top-Fisher entries kept in fp16 CSR
+          kmeans_iters: 50          # squeezellm: Lloyd iterations of the per-row Fisher-weighted k-means
+          fisher_samples: null      # squeezellm: calibration windows for the Fisher diagonal (null: all)
           ignore: []                # regexes (re.fullmatch) of Linear names left unquantized; lm_head always is
 
 GPTQ runs in the one layer-wise driver (its Hessians are those SparseGPT uses); RTN needs no data and quantizes
@@ -35,14 +39,15 @@ from tqdm.auto import tqdm
 from compress.errors import UserError
 from compress.models import decoder_layers
 from compress.records import LinearRecord
-from compress.schema import check_types
+from compress.schema import check_types, positive
 from compress.stages import LayerwiseStage, ModelStage, register
 from quant.config import GPTQConfig, RTNConfig
+from quant.dense_sparse import DenseSparseSpec, fisher_diagonal
 from quant.primitives import BITS, STRATEGIES, QuantSpec
 from quant.quest import QuestSpec
 from quant.step import make_stats, quantize_weight
 
-QUANT_METHODS = ("rtn", "gptq", "quest")
+QUANT_METHODS = ("rtn", "gptq", "quest", "squeezellm")
 
 EXPECTED = {
     "quant.method": f"a string, one of {', '.join(QUANT_METHODS)}",
@@ -65,12 +70,18 @@ class QuantConfig:
     percdamp: float = 0.01
     true_sequential: bool = False
     hadamard_block: int = 128
+    outlier_fraction: float = 0.0045
+    sensitive_fraction: float = 0.0005
+    kmeans_iters: int = 50
+    fisher_samples: int | None = None
     ignore: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_types(self, "quant", EXPECTED)
         if self.method not in QUANT_METHODS:
             raise ValueError(f"quant.method {self.method!r} is unknown; allowed: {', '.join(QUANT_METHODS)}")
+        if self.fisher_samples is not None:
+            positive("quant.fisher_samples", self.fisher_samples)
         for pat in self.ignore:
             try:
                 re.compile(pat)
@@ -90,6 +101,8 @@ class QuantConfig:
         """The method's own config (quant/config.py), which the quantization code dispatches on."""
         if self.method == "quest":
             return QuestSpec(self.bits, self.hadamard_block)
+        if self.method == "squeezellm":
+            return DenseSparseSpec(self.bits, self.outlier_fraction, self.sensitive_fraction, self.kmeans_iters)
         if self.method == "rtn":
             return RTNConfig(self.quant_spec)
         return GPTQConfig(self.quant_spec, self.blocksize, self.percdamp, self.act_order)
@@ -97,6 +110,9 @@ class QuantConfig:
     def describe(self) -> str:
         if self.method == "quest":
             return f"quest w{self.bits} per row, hadamard {self.hadamard_block or 'none'}"
+        if self.method == "squeezellm":
+            sparse = self.outlier_fraction + self.sensitive_fraction
+            return f"squeezellm w{self.bits} lut" + (f" + {sparse:.2%} fp16 outliers" if sparse else ", dense only")
         s = self.quant_spec
         grid = f"g{s.group_size}" if s.strategy == "group" else f" per {s.strategy}"
         return f"{self.method} w{s.bits}{grid}{'' if s.symmetric else ' asym'}"
@@ -118,6 +134,8 @@ def quant_targets(model: nn.Module, ignore: tuple[str, ...]) -> dict[str, nn.Lin
 
 
 def check_targets(config: QuantConfig, targets: dict[str, nn.Linear]) -> None:
+    if config.method == "squeezellm":
+        return  # one lookup table per output row: any shape
     if config.method == "quest":
         for name, m in targets.items():
             try:
@@ -188,7 +206,8 @@ class LayerwiseQuantStage(LayerwiseStage):
 
 
 class DirectQuantStage(ModelStage):
-    """Methods that need no layer-wise calibration walk (RTN, QuEST): each targeted Linear quantized where it is."""
+    """Methods that need no layer-wise calibration walk (RTN, QuEST, SqueezeLLM's whole-model Fisher): each
+    targeted Linear quantized where it is."""
 
     def __init__(self, config: QuantConfig, ctx) -> None:
         super().__init__(config, ctx)
@@ -202,16 +221,36 @@ class DirectQuantStage(ModelStage):
 
     def run(self) -> dict:
         t0 = time.perf_counter()
-        targets = quant_targets(self.ctx.model, self.config.ignore)
+        ctx = self.ctx
+        targets = quant_targets(ctx.model, self.config.ignore)
         check_targets(self.config, targets)
-        metrics = {}
-        for name, lin in tqdm(targets.items(), desc="quantize", disable=not self.ctx.progress):
-            metrics[name] = quantize_linear(self.method, name, lin, self.ctx.records, None)
-        return {
-            "summary": summary(self.config, metrics),
-            "layers": metrics,
-            "timings_s": {"quantize_s": round(time.perf_counter() - t0, 3)},
-        }
+        timings, stats = {}, {}
+        home = next(ctx.model.parameters()).device
+        ctx.model.to(ctx.device)
+        try:
+            if isinstance(self.method, DenseSparseSpec):
+                stats = self.fisher(targets)
+                timings["fisher_s"] = round(time.perf_counter() - t0, 3)
+            metrics = {}
+            for name, lin in tqdm(targets.items(), desc="quantize", disable=not ctx.progress):
+                metrics[name] = quantize_linear(self.method, name, lin, ctx.records, stats.pop(name, None))
+        finally:
+            ctx.model.to(home)
+        timings["quantize_s"] = round(time.perf_counter() - t0 - timings.get("fisher_s", 0), 3)
+        return {"summary": summary(self.config, metrics), "layers": metrics, "timings_s": timings}
+
+    def fisher(self, targets: dict[str, nn.Linear]) -> dict:
+        """SqueezeLLM's Fisher diagonal: squared per-sample gradients of the model's loss over calibration windows
+        (the reference: 100 C4 samples of 512 tokens; ours: the run's calibration windows, `fisher_samples` of
+        them), of the model as the earlier stages left it (a 2:4 model's own gradients)."""
+        windows = self.ctx.windows
+        if windows is None:
+            raise UserError("quant.method squeezellm needs calibration windows for its Fisher diagonal")
+        n = self.config.fisher_samples or windows.shape[0]
+        try:
+            return fisher_diagonal(self.ctx.model, windows[:n], targets, self.ctx.device, self.ctx.progress)
+        except ValueError as e:
+            raise UserError(str(e)) from None
 
 
 def quant_stage(config: QuantConfig, ctx) -> LayerwiseQuantStage | DirectQuantStage:

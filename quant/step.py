@@ -13,8 +13,9 @@ from functools import singledispatch
 import torch
 
 from prune.stats import Hessian
-from quant.codes import HadamardCodes, UniformCodes
+from quant.codes import HadamardCodes, LUTCodes, UniformCodes
 from quant.config import GPTQConfig, RTNConfig
+from quant.dense_sparse import DenseSparseSpec, dense_and_sparse
 from quant.gptq import gptq_quantize
 from quant.pack import pack_bits
 from quant.primitives import dequantize, quant_params, quantize
@@ -40,6 +41,11 @@ def _(method: GPTQConfig, in_features: int, device):
 @make_stats.register
 def _(method: QuestSpec, in_features: int, device):
     return None
+
+
+@make_stats.register
+def _(method: DenseSparseSpec, in_features: int, device):
+    return None  # its statistic is the Fisher diagonal of the whole model's loss (quant/stage.py), not a layer's
 
 
 @singledispatch
@@ -96,3 +102,24 @@ def _(method: QuestSpec, W, stats, keep, scale_dtype):
         None if keep is None else pack_mask(keep),
     )
     return r.W_hat, codes
+
+
+@quantize_weight.register
+def _(method: DenseSparseSpec, W, stats, keep, scale_dtype):
+    """stats: the weight's Fisher diagonal (same shape)."""
+    from compress.records import pack_bits as pack_mask
+
+    if stats is None:
+        raise ValueError("SqueezeLLM needs the Fisher diagonal of the weight, but none was computed")
+    r = dense_and_sparse(W.float(), stats.to(W.device), method, keep)
+    codes = LUTCodes(
+        method.bits,
+        tuple(W.shape),
+        r.lut.cpu(),
+        pack_bits(r.indices.cpu(), method.bits),
+        r.crow_indices.cpu(),
+        r.col_indices.cpu(),
+        r.values.cpu(),
+        None if keep is None else pack_mask(keep.cpu()),
+    )
+    return r.W, codes

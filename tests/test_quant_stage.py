@@ -109,7 +109,7 @@ def test_gptq_output_error_is_below_rtns_on_a_tiny_llama():
     assert errors["gptq"] < errors["rtn"]
 
 
-@pytest.mark.parametrize("method", ["rtn", "gptq", "quest"])
+@pytest.mark.parametrize("method", ["rtn", "gptq", "quest", "squeezellm"])
 def test_a_pruned_layer_keeps_exactly_its_zeros(method):
     model = tiny_llama()
     records = prune_model(model, _ids(), PruneConfig("sparsegpt", "2:4"), CPU, progress=False).records
@@ -190,3 +190,33 @@ def test_quest_hadamard_block_that_does_not_divide_is_refused():
     )
     with pytest.raises(UserError, match=r"q_proj: hadamard_block 128 does not divide in-features 64"):
         stage.precheck(model)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+@pytest.mark.parametrize("outliers", [0.0, 0.01])
+def test_squeezellm_records_decode_to_the_weights_with_at_most_2b_dense_values_per_row(arch, outliers):
+    model = make(arch, "eager")
+    cfg = QuantConfig("squeezellm", 3, outlier_fraction=outliers, sensitive_fraction=outliers / 10, fisher_samples=2)
+    out, records = _quantize(model, cfg)
+    assert set(out["timings_s"]) == {"fisher_s", "quantize_s"}
+    _check_records(model, records)
+    for name, rec in records.items():
+        q = rec.quant
+        W = dict(model.named_modules())[name].weight.detach()
+        assert q.lut.shape == (W.shape[0], 8) and q.lut.dtype == torch.float16
+        assert q.values.numel() == (0 if outliers == 0 else q.values.numel()) and (outliers == 0) == (
+            q.values.numel() == 0
+        )
+        dense_part = torch.ones_like(W, dtype=torch.bool)
+        rows = torch.repeat_interleave(torch.arange(W.shape[0]), q.crow.diff())
+        dense_part[rows, q.col] = False
+        for r in range(W.shape[0]):  # the dense part of each row takes only its table's 8 values
+            assert set(W[r][dense_part[r]].tolist()) <= set(q.lut[r].float().tolist())
+
+
+def test_squeezellm_fisher_of_a_non_finite_model_stops_with_the_linear_name():
+    model = tiny_llama()
+    with torch.no_grad():
+        model.model.layers[1].mlp.up_proj.weight[0, 0] = float("nan")
+    with pytest.raises(UserError, match=r"non-finite gradient for model.layers.\d.*window 0"):
+        _quantize(model, QuantConfig("squeezellm", 4, fisher_samples=1))
