@@ -4,7 +4,10 @@ Formats we load (the names `weight_format` returns):
   "dense"              no quantization_config: plain tensors, loaded by transformers' from_pretrained (then checked);
   "sparse-24-bitmask"  compressed-tensors whose sparsity_config.format is sparse-24-bitmask (or dense), without
                        quantization: decoded by compress.export.read_state_dict, bit-exactly, whoever wrote it;
-  "llm-compress-2of4"  the runtime's packed format (compress/runtime/pack.py).
+  "llm-compress-2of4"  the runtime's packed format (compress/runtime/pack.py);
+  "pack-quantized"     compressed-tensors int weight-only quantization (ours, llm-compressor's W4A16/W8A16, with or
+                       without 2:4 metadata), decoded with compressed-tensors' own decompressor;
+  "llm-compress-quant" our quantization layouts (3-bit grids, SqueezeLLM tables, QuEST codes: quant_checkpoint.py).
 Everything else is refused with one line naming the format: transformers with compressed-tensors >= 0.20 no longer
 decompresses compressed-tensors checkpoints, so a plain from_pretrained leaves every compressed Linear randomly
 initialised (perplexity 1e15, exit 0), and other quantizers (gptq, awq, ...) replace Linear layers we prune.
@@ -22,9 +25,12 @@ from compress.errors import UserError
 DENSE = "dense"
 SPARSE_24 = "sparse-24-bitmask"
 PACKED_24 = "llm-compress-2of4"
+PACK_QUANTIZED = "pack-quantized"
+OURS_QUANT = "llm-compress-quant"
 SUPPORTED = (
-    "supported: dense weights (no quantization_config), compressed-tensors sparse-24-bitmask without quantization "
-    f"(ours or llm-compressor's), {PACKED_24} (`python -m compress pack`)"
+    "supported: dense weights (no quantization_config), compressed-tensors sparse-24-bitmask (ours or "
+    "llm-compressor's), compressed-tensors pack-quantized int weight-only (2, 4, 8 bits), "
+    f"{OURS_QUANT} and {PACKED_24} (`python -m compress pack`)"
 )
 # compressed-tensors keys that, when non-empty, change what the stored tensors mean
 _CT_QUANTIZATION_KEYS = ("config_groups", "kv_cache_scheme", "transform_config", "moe_sparsity_config")
@@ -72,15 +78,27 @@ def _describe(qc: dict) -> str:
 
 
 def weight_format(config: dict, where: str) -> str:
-    """DENSE, SPARSE_24 or PACKED_24 for a parsed config.json; UserError (one line) for what we cannot decode."""
+    """DENSE, SPARSE_24, PACKED_24, PACK_QUANTIZED or OURS_QUANT for a parsed config.json; UserError (one line) for
+    what we cannot decode."""
     qc = config.get("quantization_config")
     if qc is None or qc == {}:
         return DENSE
     if not isinstance(qc, dict):
         raise UserError(f"{where}: quantization_config is not a JSON object; {SUPPORTED}")
     method = qc.get("quant_method")
-    if method == PACKED_24:
-        return PACKED_24
+    if method in (PACKED_24, OURS_QUANT):
+        return method
+    if method == "compressed-tensors" and qc.get("format") == PACK_QUANTIZED and qc.get("config_groups"):
+        from compress.quant_format import spec_from_quantization_config
+
+        extra = [k for k in _CT_QUANTIZATION_KEYS[1:] if qc.get(k)]
+        sparsity = (qc.get("sparsity_config") or {}).get("format")
+        try:
+            spec_from_quantization_config(qc)
+        except ValueError as e:
+            raise UserError(f"{where}: {e}; {SUPPORTED}") from None
+        if not extra and sparsity in (None, "dense"):
+            return PACK_QUANTIZED
     if method == "compressed-tensors":
         quantized = any(qc.get(k) for k in _CT_QUANTIZATION_KEYS)
         sparsity = (qc.get("sparsity_config") or {}).get("format")

@@ -172,6 +172,14 @@ def _shards(tensors: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
     return shards
 
 
+def _zeros_fraction(model: nn.Module) -> float:
+    zeros = total = 0
+    for p in model.parameters():
+        zeros += int((p == 0).sum())
+        total += p.numel()
+    return zeros / total
+
+
 def sparsity_config(model: nn.Module, compressed: set[str], ignore: list[str]) -> dict:
     """compressed-tensors `quantization_config` for a 2:4 (not quantized) model, key for key as llm-compressor 0.10
     writes it (ModelCompressor.update_config): version, quant_method, sparsity_config, transform_config and nothing
@@ -180,12 +188,8 @@ def sparsity_config(model: nn.Module, compressed: set[str], ignore: list[str]) -
     import compressed_tensors
     from compressed_tensors.config import Sparse24BitMaskConfig
 
-    zeros = total = 0
-    for p in model.parameters():
-        zeros += int((p == 0).sum())
-        total += p.numel()
     sparse = Sparse24BitMaskConfig(
-        global_sparsity=zeros / total, sparsity_structure="2:4", targets=["Linear"], ignore=sorted(ignore)
+        global_sparsity=_zeros_fraction(model), sparsity_structure="2:4", targets=["Linear"], ignore=sorted(ignore)
     )
     return {
         "quant_method": "compressed-tensors",
@@ -303,15 +307,37 @@ def save_checkpoint(
     extra_files: dict[str, str] | None = None,
     overwrite: bool = False,
     quantization_config: dict | None = None,
+    quant_codes: dict | None = None,
 ) -> Path:
     """Write config, tokenizer, generation config, safetensors weights (2:4 modules compressed) and
     `extra_files` (name -> text) into `out`, atomically. A full disk gives one line; the temporary folder is
     removed and an existing `out` is left as it was.
 
     2:4 modules: `masks_24` (name -> keep-mask, from the pipeline's records) is written as given; modules named only
-    in `compress_24_modules` (a model read back from a file) get the mask of their zeros."""
+    in `compress_24_modules` (a model read back from a file) get the mask of their zeros.
+    Quantized modules: `quant_codes` (name -> quant/codes.py codes, from the records) in the format
+    compress/quant_checkpoint.py picks (compressed-tensors pack-quantized, or ours); a 2:4 model that is also
+    quantized keeps its zeros as codes, with the 2:4 structure in the config's metadata."""
     masks_24 = dict(masks_24 or {})
     compress_24_modules = set(compress_24_modules) | set(masks_24)
+    quant_codes = dict(quant_codes or {})
+    quant_config = None
+    if quant_codes:
+        from compress.quant_checkpoint import encode
+
+        dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+        linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+        sparse = {"global_sparsity": _zeros_fraction(model), "ignore": sorted(set(linears) - compress_24_modules)}
+        try:
+            quant_tensors, quant_config = encode(
+                quant_codes,
+                dtype,
+                [n for n in linears if n not in quant_codes],
+                sparse if compress_24_modules else None,
+            )
+        except ValueError as e:
+            raise UserError(f"cannot export the quantized weights: {e}") from None
+        compress_24_modules = set()  # the zeros are codes; compressed-tensors cannot compose a bitmask with them
     out = Path(out)
     check_output_dir(out, overwrite)  # also removes stale temporary folders of killed exports
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -320,6 +346,8 @@ def save_checkpoint(
     tensors = {}
     for name, t in _state_dict_for_export(model).items():
         module = name.removesuffix(".weight")
+        if name.endswith(".weight") and module in quant_codes:
+            continue  # written as its codes below
         if name.endswith(".weight") and module in compress_24_modules:
             try:
                 encoded = compress_24(t, masks_24.get(module))
@@ -329,6 +357,8 @@ def save_checkpoint(
                 tensors[f"{module}.{suffix}"] = v
         else:
             tensors[name] = t.detach().cpu().contiguous()
+    if quant_codes:
+        tensors.update(quant_tensors)
     total = sum(t.numel() * t.element_size() for t in tensors.values())
     try:
         tmp.mkdir()
@@ -346,6 +376,8 @@ def save_checkpoint(
         config = hf_config_dict(model)
         if quantization_config is not None:
             config["quantization_config"] = quantization_config
+        elif quant_config is not None:
+            config["quantization_config"] = quant_config
         elif compress_24_modules:
             config["quantization_config"] = sparsity_config(model, compress_24_modules, list(ignore))
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -390,8 +422,9 @@ def weight_files(folder: Path) -> list[Path]:
     return [single]
 
 
-def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a checkpoint folder, 2:4-compressed weights decoded back to dense `.weight`s."""
+def read_state_dict(folder: Path, quantization_config: dict | None = None) -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint folder, 2:4-compressed and quantized weights (compress/quant_checkpoint.py,
+    given the folder's `quantization_config`) decoded back to dense `.weight`s."""
     raw: dict[str, torch.Tensor] = {}
     for f in weight_files(folder):
         if not f.exists():
@@ -403,6 +436,15 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError) as e:
             raise UserError(f"checkpoint file {f} is damaged or truncated ({e}); re-export or re-download it") from None
     out = {}
+    if quantization_config is not None and (
+        quantization_config.get("config_groups") or quantization_config.get("quant_method") != "compressed-tensors"
+    ):
+        from compress.quant_checkpoint import decode
+
+        try:
+            out.update(decode(raw, quantization_config, f"checkpoint {folder}"))
+        except ValueError as e:
+            raise UserError(str(e)) from None
     for key in [k for k in raw if k.endswith(".compressed")]:
         module = key.removesuffix(".compressed")
         try:

@@ -5,6 +5,8 @@ The route follows config.json's `quantization_config` (compress/checkpoint_forma
                         shape-mismatched tensors are refused (tied weights and computed buffers excepted);
   sparse-24-bitmask  -> compress.export.read_state_dict + build_model: bit-exact, ours or llm-compressor's
                         (transformers with compressed-tensors >= 0.20 would leave those Linears random);
+  pack-quantized, llm-compress-quant -> the same reader, quantized weights decoded (compress/quant_checkpoint.py:
+                        compressed-tensors' own decompressor for pack-quantized);
   llm-compress-2of4  -> compress.runtime.pack.load_packed; decoded to plain nn.Linear weights (bf16 values
                         exactly, int4 as the dequantised weight the runtime computes with) unless `runtime` (generate,
                         pack) asks to keep the Sparse24Linear layers;
@@ -22,7 +24,16 @@ import torch
 from torch import nn
 
 from compress import sources
-from compress.checkpoint_format import DENSE, PACKED_24, SPARSE_24, config_dict, folder_format, weight_format
+from compress.checkpoint_format import (
+    DENSE,
+    OURS_QUANT,
+    PACK_QUANTIZED,
+    PACKED_24,
+    SPARSE_24,
+    config_dict,
+    folder_format,
+    weight_format,
+)
 from compress.errors import UserError
 from compress.load_checks import (
     non_persistent_buffers,
@@ -57,8 +68,8 @@ def load(name: str | Path, dtype: torch.dtype | None, *, runtime: bool = False) 
     if source.kind == "hub":
         folder = _hub_snapshot_if_compressed(source, online)
     fmt = DENSE if folder is None else weight_format(config_dict(folder), str(name))
-    if fmt == SPARSE_24:
-        model, tokenizer = _decode_24(folder, dtype)
+    if fmt in (SPARSE_24, PACK_QUANTIZED, OURS_QUANT):
+        model, tokenizer = _decode_compressed(folder, dtype)
     elif fmt == PACKED_24:
         model, tokenizer = _load_packed(folder, dtype, runtime)
     else:
@@ -87,11 +98,12 @@ def check_format(name: str) -> None:
         folder_format(Path(source.location))
 
 
-def _decode_24(folder: Path, dtype: torch.dtype | None):
+def _decode_compressed(folder: Path, dtype: torch.dtype | None):
     from compress.export import build_model, read_config, read_state_dict
 
     config, _ = read_config(folder)
-    return build_model(folder, config, read_state_dict(folder), dtype)
+    qc = config_dict(folder).get("quantization_config")  # as stored: transformers may rewrite it
+    return build_model(folder, config, read_state_dict(folder, qc), dtype)
 
 
 def _load_packed(folder: Path, dtype: torch.dtype | None, runtime: bool):

@@ -163,13 +163,11 @@ def run(cfg: RunConfig, out: Path, overwrite: bool = False, progress: bool = Tru
     report["perplexity"] = ppl
 
     compressed_24 = with_pattern(records, NM(2, 4))
+    quant_codes = {n: r.quant for n, r in records.items() if r.quant is not None}
     for name, module in model.named_modules():  # what is exported is what the records say
         if name in records:
             check_weight_matches(name, module.weight, records[name])
-    report["export"] = {
-        "format": "sparse-24-bitmask" if compressed_24 else "dense",
-        "compressed_modules": len(compressed_24),
-    }
+    report["export"] = export_summary(compressed_24, quant_codes)
     report["timings_s"] = timer
     report["memory"] = peak_memory(device)
     dense_linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in compressed_24]
@@ -182,7 +180,9 @@ def run(cfg: RunConfig, out: Path, overwrite: bool = False, progress: bool = Tru
             ignore=dense_linears if compressed_24 else [],
             extra_files={"report.json": json.dumps(report, indent=2) + "\n"},
             overwrite=overwrite,
+            quant_codes=quant_codes,
         )
+    report["export"]["size_mb"] = round(sum(f.stat().st_size for f in out.glob("*.safetensors")) / 1e6, 3)
     # export time is known only now: rewrite the report in the finished folder
     report["timings_s"] = dict(timer)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -191,6 +191,16 @@ def run(cfg: RunConfig, out: Path, overwrite: bool = False, progress: bool = Tru
         checkpoint.remove()
     shutil.rmtree(ctx.work_dir, ignore_errors=True)  # the stages' resume state (e.g. AST's) is spent
     return report
+
+
+def export_summary(compressed_24: set[str], quant_codes: dict) -> dict:
+    """The report's `export` entry: the format the records call for and how many Linears it compresses."""
+    if quant_codes:
+        from compress.quant_checkpoint import OURS, uses_pack_quantized
+
+        fmt = "pack-quantized" if uses_pack_quantized(quant_codes) else OURS
+        return {"format": fmt, "quantized_modules": len(quant_codes), "sparsity_24_modules": len(compressed_24)}
+    return {"format": "sparse-24-bitmask" if compressed_24 else "dense", "compressed_modules": len(compressed_24)}
 
 
 def checkpoint_records(source) -> Records:

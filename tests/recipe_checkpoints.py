@@ -41,8 +41,13 @@ def main() -> dict:
         import dataclasses
 
         from finetune.stage import FinetuneConfig, FinetuneData
+        from quant.stage import QuantConfig
 
-        def small(stage):  # a finetune stage shrunk to a few steps on the tiny model
+        def small(stage):  # a finetune stage shrunk to a few steps on the tiny model; quant grids that fit it
+            if isinstance(stage, QuantConfig):  # in-features 64 and 128
+                return dataclasses.replace(
+                    stage, group_size=min(stage.group_size, 32), hadamard_block=min(stage.hadamard_block, 32)
+                )
             if not isinstance(stage, FinetuneConfig):
                 return stage
             data = FinetuneData(stage.data.sources, min(stage.data.self_distill_texts, 2), 8, 2, 20_000, ("piqa",))
