@@ -7,7 +7,8 @@ Every variant is `python -m compress run` with a quant stage on one of two bases
 `dense` (the SmolLM2 GGUF exported as safetensors, so each run loads in seconds) and `sparsegpt2of4` (SparseGPT
 2:4 of it; a quant run on it reads the checkpoint's masks and keeps its zeros). SmolLM2's in-features 576 is not
 a multiple of 128, so its grids are group 64 (and group 32, labelled: the GGUF source is already Q4_1 at group 32,
-so a 4-bit group-32 grid partly re-finds the source's own grid). The JSON is written after every variant; a call
+so a 4-bit group-32 grid partly re-finds the source's own grid). QuEST and SqueezeLLM have one scale or table per
+output row, so their grids are the bit width alone. The JSON is written after every variant; a call
 cut short keeps what is finished, and a rerun skips variants whose checkpoint exists.
 """
 
@@ -29,12 +30,20 @@ from compress.pipeline import resolve_device, run  # noqa: E402
 from eval.lm_tasks import DISCRIMINATING  # noqa: E402
 from eval.zeroshot import recovery  # noqa: E402
 
-GRIDS = {  # name -> quant settings of a uniform grid
+GRIDS = {  # name -> quant settings: uniform grids (rtn, gptq), or bits alone (per-row tables and scales)
     "w4g64": {"bits": 4, "group_size": 64},
     "w3g64": {"bits": 3, "group_size": 64},
     "w4g32": {"bits": 4, "group_size": 32},
+    "w4": {"bits": 4},
+    "w3": {"bits": 3},
 }
-METHODS = {"rtn": {"method": "rtn"}, "gptq": {"method": "gptq"}}
+METHODS = {  # name -> (quant settings, its grids)
+    "rtn": ({"method": "rtn"}, ("w4g64", "w3g64", "w4g32")),
+    "gptq": ({"method": "gptq"}, ("w4g64", "w3g64", "w4g32")),
+    "quest": ({"method": "quest", "hadamard_block": 64}, ("w4", "w3")),
+    "squeezellm_dense": ({"method": "squeezellm", "outlier_fraction": 0.0, "sensitive_fraction": 0.0}, ("w4", "w3")),
+    "squeezellm_dense_sparse": ({"method": "squeezellm"}, ("w4", "w3")),
+}
 BASES = {"dense": [], "sparsegpt2of4": [{"prune": {"method": "sparsegpt", "pattern": "2:4"}}]}
 
 
@@ -81,7 +90,8 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--work", type=Path, default=Path("out/bench-quant"))
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--grids", default=",".join(GRIDS))
+    p.add_argument("--grids", default=",".join(GRIDS), help="grids to run, of each method's own")
+    p.add_argument("--fisher-samples", type=int, default=100, help="SqueezeLLM Fisher windows (reference: 100)")
     p.add_argument("--bases", default=",".join(BASES))
     p.add_argument("--zeroshot", default="", help="comma-separated variant keys (e.g. dense,gptq/w4g64) to score")
     p.add_argument("--limit", type=int, help="zero-shot examples per task (default: full validation sets)")
@@ -137,10 +147,12 @@ def main() -> None:
             )
             record(base, base_folder, rep, {"prune_s": rep["timings_s"].get("prune")})
         for method in args.methods.split(","):
-            for grid in args.grids.split(","):
+            settings, grids = METHODS[method]
+            for grid in [g for g in args.grids.split(",") if g in grids]:
                 key = f"{'' if base == 'dense' else base + '+'}{method}/{grid}"
                 folder = args.work / key.replace("/", "-").replace("+", "_")
-                stage = {"quant": {**METHODS[method], **GRIDS[grid]}}
+                extra = {"fisher_samples": args.fisher_samples} if settings["method"] == "squeezellm" else {}
+                stage = {"quant": {**settings, **GRIDS[grid], **extra}}
                 rep = make(
                     str(base_folder), folder, recipe(key, [stage], cal, args.seqlen, args.eval_max_windows), device
                 )

@@ -31,6 +31,14 @@ tensors (0.14; 0.20 removed sparse compressors and marlin-24), so it cannot comp
 `sparsity_config` is then metadata only: format "dense", sparsity_structure "2:4" (what llm-compressor 0.10 writes
 for a 2:4 W4A16 model saved with quantization_format="pack-quantized"); vLLM then runs WNA16 (its cutlass 2:4
 kernels exclude weight-only quantization) and transformers ignores it.
+
+Loading (tests/test_quant_format.py): transformers 5 (compressed-tensors 0.20.1) with
+CompressedTensorsConfig(dequantize=True) gives dense Linears equal to our dequantized weights bit-exactly; its
+default (dequantize=False) keeps plain Linears holding weight_packed and decompresses them on the first forward,
+except asymmetric group/channel checkpoints, which compressed-tensors 0.20.1 cannot load that way (its meta-device
+compress leaves weight_zero_point unpacked: a size-mismatch error; llm-compressor's own W4A16_ASYM folders too).
+transformers 4.57 (compressed-tensors 0.14) loads every case, run_compressed (CompressedLinear, CPU too) or not.
+A loader turning such a folder into dense weights should use `decompress_with_compressed_tensors` or dequantize=True.
 """
 
 from __future__ import annotations
