@@ -2,10 +2,11 @@
 
 The sweep is prune/obs.py `obs_sweep` (the one SparseGPT uses); GPTQ's part is the chooser: q = the column
 rounded to its group's grid. Per-group parameters are found when the sweep reaches the group's first column,
-from the group's columns as updated so far (the reference's `find_params(W[:, (i1+i):(i1+i+groupsize)])`; it
-reads the full W, whose current block is stale, we read the block's W1 — identical when groups start blocks,
-as with the default group_size = blocksize = 128). Per channel / per tensor: parameters from the initial W,
-before the sweep (the reference's groupsize = -1).
+from the group's columns as they were when the sweep reached their block (the reference's
+`find_params(W[:, (i1+i):(i1+i+groupsize)])` reads the full W, whose current block is only written back at the
+block's end; GPTQModel does the same). Groups smaller than the block (64 in a block of 128) therefore take their
+range before the block's earlier columns updated them, as in the reference; checked against GPTQModel 7.6.
+Per channel / per tensor: parameters from the initial W, before the sweep (the reference's groupsize = -1).
 act_order: columns in order of decreasing diag H; with groups the parameters are fixed before the sweep from
 the original, consecutive column groups (the reference's `static_groups`), so a checkpoint needs no g_idx.
 2:4: with `keep` (a recorded mask) pruned entries are zeroed and kept ones quantized in one sweep, both errors
@@ -41,14 +42,21 @@ class QuantChooser:
     """q = the column on its group's grid; the group of sweep position j is original column perm[j] // size."""
 
     def __init__(
-        self, spec: QuantSpec, rows: int, cols: int, perm: torch.Tensor | None, fixed, scale_dtype: torch.dtype
+        self,
+        spec: QuantSpec,
+        rows: int,
+        cols: int,
+        perm: torch.Tensor | None,
+        fixed,
+        scale_dtype: torch.dtype,
+        device: torch.device,
     ) -> None:
         self.spec, self.perm, self.scale_dtype = spec, perm, scale_dtype
         self.size = spec.group_size if spec.strategy == "group" else cols
         self.dynamic = fixed is None
         if fixed is None:
-            self.scale = torch.ones(rows, spec.groups(cols))
-            self.zero = torch.zeros(rows, spec.groups(cols))
+            self.scale = torch.ones(rows, spec.groups(cols), device=device)
+            self.zero = torch.zeros(rows, spec.groups(cols), device=device)
         else:
             self.scale, self.zero = fixed
         # per tensor: one (1, 1) scale, broadcast to the rows once here rather than per column in the sweep
@@ -56,15 +64,17 @@ class QuantChooser:
         self.z_rows = self.zero.expand(rows, -1) if self.zero.shape[0] == 1 else self.zero
         self.per_group = QuantSpec(spec.bits, "channel", symmetric=spec.symmetric)
         self.keep1: torch.Tensor | None = None  # the block's fixed mask, set by MaskChooser
+        self.W_block: torch.Tensor | None = None  # the block as it was when the sweep reached it
 
     def block(self, i1: int, W1: torch.Tensor, d1: torch.Tensor) -> None:
-        pass
+        if self.dynamic:
+            self.W_block = W1.clone()
 
     def column(self, i1: int, i: int, W1: torch.Tensor, d1: torch.Tensor) -> torch.Tensor:
         j = i1 + i
         g = (int(self.perm[j]) if self.perm is not None else j) // self.size
-        if self.dynamic and j % self.size == 0:  # the group starts here: its range as updated so far
-            group = W1[:, i : i + self.size]
+        if self.dynamic and j % self.size == 0:  # the group starts here: its range from the block's start values
+            group = self.W_block[:, i : i + self.size]
             if self.keep1 is not None:
                 group = group * self.keep1[:, i : i + self.size]
             s, z = quant_params(group, self.per_group)  # (rows, 1)
@@ -110,7 +120,7 @@ def gptq_quantize(
             initial = initial * keep
         scale, zero = quant_params(initial, spec)
         fixed = (scale.to(scale_dtype).float(), zero)
-    qc = QuantChooser(spec, rows, cols, perm, fixed, scale_dtype)
+    qc = QuantChooser(spec, rows, cols, perm, fixed, scale_dtype, Wf.device)
     if keep is not None:
         chooser = MaskChooser(None, (keep if perm is None else keep[:, perm]).clone(), quant=qc)
     elif pattern is not None:
