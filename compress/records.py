@@ -12,21 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from prune.config import NM, Pattern, Unstructured
-
-
-def pack_bits(keep: torch.Tensor) -> torch.Tensor:
-    """(rows, cols) bool -> (rows, ceil(cols/8)) uint8, numpy.packbits(axis=-1, bitorder='little')."""
-    return torch.from_numpy(np.packbits(keep.detach().cpu().numpy(), axis=-1, bitorder="little"))
-
-
-def unpack_bits(bits: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    rows, cols = shape
-    out = np.unpackbits(bits.cpu().numpy(), axis=-1, count=cols, bitorder="little")
-    return torch.from_numpy(out.astype(bool)).reshape(rows, cols)
+from quant.pack import pack_mask as pack_bits
+from quant.pack import unpack_mask as unpack_bits
 
 
 @dataclass

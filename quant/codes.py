@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from quant.pack import pack_bits, unpack_bits
+from quant.pack import pack_bits, unpack_bits, unpack_mask
 from quant.primitives import QuantSpec, dequantize
 
 
@@ -72,7 +72,6 @@ class HadamardCodes:
     keep_bits: torch.Tensor | None = None  # compress/records.py pack_bits layout
 
     def decode(self) -> torch.Tensor:
-        from compress.records import unpack_bits as unpack_mask
         from quant.hadamard import fwht
         from quant.quest import quest_dequantize
 
@@ -118,7 +117,6 @@ class LUTCodes:
     keep_bits: torch.Tensor | None = None
 
     def decode(self) -> torch.Tensor:
-        from compress.records import unpack_bits as unpack_mask
         from quant.dense_sparse import reconstruct
 
         keep = None if self.keep_bits is None else unpack_mask(self.keep_bits, self.shape)

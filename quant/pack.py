@@ -8,6 +8,7 @@ code j of a word in bits [j·b, (j+1)·b) (compressed-tensors `pack_to_int32`); 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -60,3 +61,15 @@ def unpack_int32(packed: torch.Tensor, bits: int, cols: int) -> torch.Tensor:
     w = packed.to(torch.int64) & 0xFFFFFFFF
     c = (w.unsqueeze(-1) >> (bits * torch.arange(per, device=packed.device))) & (2**bits - 1)
     return c.reshape(packed.shape[0], -1)[:, :cols].to(torch.uint8)
+
+
+def pack_mask(keep: torch.Tensor) -> torch.Tensor:
+    """(rows, cols) bool -> (rows, ceil(cols/8)) uint8, numpy.packbits(axis=-1, bitorder='little'): compressed-tensors'
+    bitmask layout, used for every keep-mask (records, sparse-24-bitmask, the quantized layouts' keep_bits)."""
+    return torch.from_numpy(np.packbits(keep.detach().cpu().numpy(), axis=-1, bitorder="little"))
+
+
+def unpack_mask(bits: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    rows, cols = shape
+    out = np.unpackbits(bits.cpu().numpy(), axis=-1, count=cols, bitorder="little")
+    return torch.from_numpy(out.astype(bool)).reshape(rows, cols)

@@ -17,7 +17,7 @@ from quant.codes import HadamardCodes, LUTCodes, UniformCodes
 from quant.config import GPTQConfig, RTNConfig
 from quant.dense_sparse import DenseSparseSpec, dense_and_sparse
 from quant.gptq import gptq_quantize
-from quant.pack import pack_bits
+from quant.pack import pack_bits, pack_mask
 from quant.primitives import dequantize, quant_params, quantize
 from quant.quest import QuestSpec, quest_weight
 
@@ -90,8 +90,6 @@ def _(method: GPTQConfig, W, stats, keep, scale_dtype):
 
 @quantize_weight.register
 def _(method: QuestSpec, W, stats, keep, scale_dtype):
-    from compress.records import pack_bits as pack_mask
-
     r = quest_weight(W.float(), method, keep)
     codes = HadamardCodes(
         method.bits,
@@ -107,8 +105,6 @@ def _(method: QuestSpec, W, stats, keep, scale_dtype):
 @quantize_weight.register
 def _(method: DenseSparseSpec, W, stats, keep, scale_dtype):
     """stats: the weight's Fisher diagonal (same shape)."""
-    from compress.records import pack_bits as pack_mask
-
     if stats is None:
         raise ValueError("SqueezeLLM needs the Fisher diagonal of the weight, but none was computed")
     r = dense_and_sparse(W.float(), stats.to(W.device), method, keep)
