@@ -16,3 +16,48 @@ def test_tokens_to_reach_recovers_an_exact_power_law():
 def test_tokens_to_reach_refuses_too_few_points_or_a_rising_curve():
     assert tokens_to_reach([[1, 50.0], [100, 40.0], [200, 35.0]], 30.0) is None  # one point in the window
     assert tokens_to_reach([[t, 10.0 + t] for t in (30, 40, 50, 60, 100)], 5.0) is None
+
+
+def _qv(**ppl):
+    """Synthetic bench/quant.py variants: key -> wiki ppl (keys with '__' for '/', '_p_' for '+')."""
+    return {
+        k.replace("__", "/").replace("_p_", "+"): {"wiki_ppl": p, "size_mb": 100.0, "quant_s": 1.0}
+        for k, p in ppl.items()
+    }
+
+
+def test_quant_goals_are_computed_from_the_figures():
+    from bench.render.quant import goals
+
+    v = _qv(dense=20.0, rtn__w3g64=200.0, gptq__w3g64=100.0, squeezellm_dense_sparse__w3=120.0)
+    g = goals(v)
+    assert "55.6%" in g[0] and g[0].endswith("reached.") and "not reached" not in g[0]  # (200-100)/(200-20)
+    assert "120.00" not in g[1] and "120.0" in g[1] and "not reached" in g[1]  # 120 > 100
+    v["gptq/w3g64"]["wiki_ppl"] = 180.0  # closes 11.1%
+    assert "11.1%" in goals(v)[0] and "not reached" in goals(v)[0]
+
+
+def test_quant_missing_cells_are_dashes_and_missing_recovery_is_not_measured():
+    from bench.render.quant import goals, quant
+
+    v = _qv(dense=20.0, rtn__w4g64=30.0, quest__w3=50.0, sparsegpt2of4=90.0)
+    v.update(_qv(sparsegpt2of4_p_gptq__w4g64=100.0, sparsegpt2of4_p_rtn__w4g64=110.0))
+    for e in v.values():
+        e.update(device="cpu", dtype="torch.float32", calibration={"nsamples": 4, "seqlen": 8}, eval_max_windows=2)
+    lines = quant(None, {"variants": v, "run": {"machine": "test"}})
+    assert "| RTN | 30.00 (100 MB) | — |" in lines  # rtn has no w3 (per row) cell
+    assert "| QuEST | — | 50.00 (100 MB) |" in lines
+    c = goals(v)[2]
+    assert "100.0 vs 110.0, reached" in c and c.endswith("recovery not measured.")
+    v["sparsegpt2of4+gptq/w4g64"]["recovery"], v["sparsegpt2of4+rtn/w4g64"]["recovery"] = 0.5, 0.6
+    assert "recovery 0.500 vs 0.600: not reached" in goals(v)[2]
+    assert all("not measured" in x for x in goals(v)[:2])  # no w3g64 figures
+
+
+def test_quant_gptqmodel_parity_relative_difference():
+    from bench.render.quant import parity
+
+    lines = parity(
+        {"ours_wiki_ppl": 30.3, "gptqmodel_wiki_ppl": 30.0, "settings": {"bits": 4}, "commands": ["a", "b"]}, "CPU"
+    )
+    assert any("+1.00%" in x and "not reached" not in x and "reached" in x for x in lines)

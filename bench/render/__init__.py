@@ -6,7 +6,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.render import checks, cpu_numerics, driver_speed, finetune, foundation, interop, pruning, runtime, zeroshot
+from bench.render import (
+    checks,
+    cpu_numerics,
+    driver_speed,
+    finetune,
+    foundation,
+    interop,
+    pruning,
+    quant,
+    runtime,
+    zeroshot,
+)
 from bench.render.common import ROOT, common_args, llama2_7b_shaped, run_meta
 
 __all__ = ["ROOT", "common_args", "llama2_7b_shaped", "main", "render", "run_meta", "save"]
@@ -49,6 +60,9 @@ def render() -> str:
         lines += driver_speed.driver_speed(ds)
     if ft := _read("finetune.json"):
         lines += finetune.finetune(ft)
+    q_gpu, q_cpu = _read("quant.json"), _read("quant_cpu.json")
+    if q_gpu or q_cpu:
+        lines += quant.quant(q_gpu, q_cpu)
     if cn := _read("cpu_numerics.json"):
         lines += cpu_numerics.cpu_numerics(cn)
     if io := _read("interop.json"):

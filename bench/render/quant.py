@@ -1,0 +1,296 @@
+"""Quantization (issue 15): SmolLM2-135M wiki perplexity, size and time per method and grid (bench/quant.py)."""
+
+from __future__ import annotations
+
+METHODS = {
+    "rtn": "RTN",
+    "gptq": "GPTQ",
+    "quest": "QuEST",
+    "squeezellm_dense": "SqueezeLLM dense-only",
+    "squeezellm_dense_sparse": "SqueezeLLM dense-and-sparse",
+}
+GRIDS = {  # column order; w4g32 is the GGUF source's own grid (Q4_1 is 4-bit, group 32)
+    "w4g64": "w4g64",
+    "w3g64": "w3g64",
+    "w4g32": "w4g32 (source grid)",
+    "w4": "w4 (per row)",
+    "w3": "w3 (per row)",
+}
+BASES = {"": "dense", "sparsegpt2of4+": "sparsegpt2of4"}  # key prefix -> base variant
+SPARSE = "sparsegpt2of4+"
+EMBED_PARAMS = 49152 * 576  # SmolLM2-135M's embedding (vocab x hidden), tied to lm_head: stored once
+GOAL_GAP_CLOSED = 0.30  # GPTQ w3g64 closes at least this fraction of RTN w3g64's ppl gap to dense
+GOAL_PARITY = 0.01  # our GPTQ within 1% of GPTQModel's ppl
+FISHER_DEFAULT = 100  # bench/quant.py's --fisher-samples default (the SqueezeLLM reference's)
+
+
+def _ppl(x: float | None) -> str:
+    """A perplexity: two decimals below 100, one below 10 000, then 6.8e4."""
+    if x is None:
+        return "—"
+    if x >= 1e4:
+        e = len(str(int(x))) - 1
+        return f"{x / 10**e:.1f}e{e}"
+    return f"{x:.2f}" if x < 100 else f"{x:.1f}"
+
+
+def _ppl_of(v: dict, key: str) -> float | None:
+    return v.get(key, {}).get("wiki_ppl")
+
+
+def _cell(e: dict | None) -> str:
+    return "—" if e is None else f"{_ppl(e['wiki_ppl'])} ({e['size_mb']:.0f} MB)"
+
+
+def _dtype(e: dict) -> str:
+    return str(e.get("dtype", "")).removeprefix("torch.").replace("bfloat16", "bf16").replace("float32", "fp32")
+
+
+def _device(e: dict) -> str:
+    return "CPU" if e.get("device") == "cpu" else str(e.get("device", "")).removeprefix("NVIDIA ")
+
+
+def _fisher(e: dict) -> int:
+    """SqueezeLLM's Fisher windows of a variant: recorded, else its command's flag, else the script's default."""
+    if "fisher_samples" in e:
+        return e["fisher_samples"]
+    args = e.get("command", "").split()
+    return int(args[args.index("--fisher-samples") + 1]) if "--fisher-samples" in args else FISHER_DEFAULT
+
+
+def _protocol(e: dict) -> str:
+    """Calibration and evaluation of a run, from one of its entries."""
+    cal, w = e["calibration"], e.get("eval_max_windows")
+    windows = "all perplexity windows" if w is None else f"first {w} perplexity windows"
+    return f"{cal['nsamples']} × {cal['seqlen']} calibration, {windows}"
+
+
+def _table(v: dict, prefix: str) -> list[str]:
+    """Method rows x grid columns, cells 'ppl (size MB)', of the variants on one base; [] when none."""
+    keys = [k for k in v if k.startswith(prefix) and "/" in k[len(prefix) :]]
+    grids = [g for g in GRIDS if any(k.split("/")[1] == g for k in keys)]
+    methods = [m for m in METHODS if any(k[len(prefix) :].split("/")[0] == m for k in keys)]
+    if not methods:
+        return []
+    lines = ["| method | " + " | ".join(GRIDS[g] for g in grids) + " |", "|---|" + "---:|" * len(grids)]
+    for m in methods:
+        lines.append(f"| {METHODS[m]} | " + " | ".join(_cell(v.get(f"{prefix}{m}/{g}")) for g in grids) + " |")
+    return lines
+
+
+def goals(v: dict) -> list[str]:
+    """The issue's three goals, each verdict computed from the figures of one results file's variants."""
+    dense, rtn3, gptq3 = _ppl_of(v, "dense"), _ppl_of(v, "rtn/w3g64"), _ppl_of(v, "gptq/w3g64")
+    lines = []
+    if None in (dense, rtn3, gptq3) or rtn3 <= dense:
+        lines.append(f"- GPTQ w3g64 closes ≥ {GOAL_GAP_CLOSED:.0%} of RTN w3g64's ppl gap to dense: not measured.")
+    else:
+        closed = (rtn3 - gptq3) / (rtn3 - dense)
+        verdict = "reached" if closed >= GOAL_GAP_CLOSED else "not reached"
+        lines.append(
+            f"- GPTQ w3g64 closes {closed:.1%} of RTN w3g64's ppl gap to dense ((RTN {_ppl(rtn3)} − GPTQ "
+            f"{_ppl(gptq3)}) / (RTN {_ppl(rtn3)} − dense {_ppl(dense)})); goal ≥ {GOAL_GAP_CLOSED:.0%}: {verdict}."
+        )
+    ds3 = _ppl_of(v, "squeezellm_dense_sparse/w3")
+    if None in (ds3, gptq3):
+        lines.append("- SqueezeLLM dense-and-sparse w3 ≤ GPTQ w3 (w3g64): not measured.")
+    else:
+        verdict = "reached" if ds3 <= gptq3 else "not reached"
+        lines.append(f"- SqueezeLLM dense-and-sparse w3 {_ppl(ds3)} ≤ GPTQ w3 (w3g64) {_ppl(gptq3)}: {verdict}.")
+    g, r = v.get(f"{SPARSE}gptq/w4g64"), v.get(f"{SPARSE}rtn/w4g64")
+    if g is None or r is None:
+        lines.append("- 2:4 + GPTQ w4g64 better than 2:4 + RTN w4g64: not measured.")
+    else:
+        verdict = "reached" if g["wiki_ppl"] < r["wiki_ppl"] else "not reached"
+        if "recovery" in g and "recovery" in r:
+            better = "reached" if g["recovery"] > r["recovery"] else "not reached"
+            rec = f"recovery {g['recovery']:.3f} vs {r['recovery']:.3f}: {better}"
+        else:
+            rec = "recovery not measured"
+        lines.append(
+            f"- 2:4 + GPTQ w4g64 better than 2:4 + RTN w4g64: wiki ppl {_ppl(g['wiki_ppl'])} vs "
+            f"{_ppl(r['wiki_ppl'])}, {verdict}; {rec}."
+        )
+    return lines
+
+
+def _times(gpu: dict | None, cpu: dict | None) -> list[str]:
+    """Seconds of the quant stage per method at the 4-bit grids (dense base), one column per results file."""
+    files = [d["variants"] for d in (gpu, cpu) if d]
+    keys = [f"{m}/{g}" for m in METHODS for g in GRIDS if g.startswith("w4")]
+    keys = [k for k in keys if any(k in v for v in files)]
+    if not keys:
+        return []
+    heads = []
+    for v in files:
+        e = v.get("dense") or v[keys[0]]
+        cal = e["calibration"]
+        w = e.get("eval_max_windows")
+        fisher = sorted({_fisher(v[k]) for k in keys if k in v and k.startswith("squeezellm")})
+        heads.append(
+            f"{_device(e)} s ({_dtype(e)}, {cal['nsamples']} × {cal['seqlen']} calibration"
+            + (f", {'/'.join(map(str, fisher))} Fisher windows" if fisher else "")
+            + (f", ppl on the first {w} windows" if w is not None else "")
+            + ")"
+        )
+    lines = [
+        "Quantization stage, seconds (the pipeline's `quant` timing; for SqueezeLLM it includes the Fisher pass), "
+        "dense base:",
+        "",
+        "| method | grid | " + " | ".join(heads) + " |",
+        "|---|---|" + "---:|" * len(files),
+    ]
+    for k in keys:
+        m, g = k.split("/")
+        cells = [v[k]["quant_s"] if k in v and v[k].get("quant_s") is not None else None for v in files]
+        lines.append(f"| {METHODS[m]} | {g} | " + " | ".join("—" if s is None else f"{s:.1f}" for s in cells) + " |")
+    return lines
+
+
+def parity(p: dict, where: str) -> list[str]:
+    """Our GPTQ against GPTQModel's on the same windows (bench/gptqmodel_parity.py)."""
+    ours, theirs = p["ours_wiki_ppl"], p["gptqmodel_wiki_ppl"]
+    rel = ours / theirs - 1
+    verdict = "reached" if abs(rel) <= GOAL_PARITY + 1e-9 else "not reached"  # 1e-9: float slack at the edge
+    settings = p.get("settings", "")
+    if isinstance(settings, dict):
+        settings = ", ".join(f"{k} {v}" for k, v in settings.items())
+    commands = p.get("commands", [])
+    if isinstance(commands, str):
+        commands = [commands]
+    return [
+        f"GPTQ parity with GPTQModel ({where}; {settings}). Commands: " + "; ".join(f"`{c}`" for c in commands) + ".",
+        "",
+        "| GPTQ | wiki ppl |",
+        "|---|---:|",
+        f"| ours | {ours:.3f} |",
+        f"| GPTQModel | {theirs:.3f} |",
+        "",
+        f"Relative difference {rel:+.2%}; goal within {GOAL_PARITY:.0%}: {verdict}.",
+        "",
+    ]
+
+
+def notes(gpu: dict | None, cpu: dict | None) -> list[str]:
+    v = (gpu or cpu)["variants"]
+    lines = [
+        "- SmolLM2's in-features 576 is not a multiple of 128, so group 64 replaces the usual group 128 "
+        "(compressed-tensors requires the group size to divide the columns).",
+        "- The GGUF source is already Q4_1 (4-bit, group 32): the 4-bit figures partly re-find the source's own "
+        'grid, and a w4g32 column is labelled "source grid"'
+        + ("." if any(k.endswith("/w4g32") for k in v) else " (none was run in these files)."),
+    ]
+    g = v.get("gptq/w4g64")
+    share = (
+        f": {EMBED_PARAMS * 2 / 1e6 / g['size_mb']:.0%} of the {g['size_mb']:.0f} MB GPTQ w4g64 one"
+        if g and _dtype(g) == "bf16"
+        else ""
+    )
+    lines.append(
+        "- Sizes are the exported model.safetensors files. The bf16 embedding (tied to lm_head, stored once: "
+        f"{EMBED_PARAMS / 1e6:.1f}M parameters, {EMBED_PARAMS * 2 / 1e6:.0f} MB) is not quantized and dominates "
+        f"a 135M model's quantized file{share}. The CPU run's files are fp32 for everything left unquantized."
+    )
+    sg = v.get(f"{SPARSE}gptq/w4g64")
+    same = f" ({sg['size_mb']:.2f} MB vs {g['size_mb']:.2f} MB, GPTQ w4g64)" if g and sg else ""
+    lines.append(
+        "- compressed-tensors' pack-quantized format has no 2:4 compression, so a 2:4 + int4 file is the same size "
+        f"as the dense int4 one{same}."
+    )
+    lines.append("- 3-bit, SqueezeLLM and QuEST checkpoints are in our llm-compress-quant layout.")
+    q = [(g, v[f"{SPARSE}quest/{g}"]["wiki_ppl"]) for g in GRIDS if f"{SPARSE}quest/{g}" in v]
+    if q:
+        base = _ppl_of(v, "sparsegpt2of4")
+        lines.append(
+            "- QuEST on a 2:4 layer has no Hadamard rotation (the rotation would make the weight dense); on SmolLM2 "
+            "that fails: "
+            + ", ".join(f"{g} {_ppl(p)}" for g, p in q)
+            + (f" against the 2:4 base's {_ppl(base)}." if base is not None else ".")
+        )
+    pairs = [
+        (name, _ppl_of(d["variants"], "gptq/w4g64"), _ppl_of(d["variants"], "rtn/w4g64"))
+        for name, d in (("GPU", gpu), ("CPU", cpu))
+        if d
+    ]
+    pairs = [(n, g, r) for n, g, r in pairs if g is not None and r is not None]
+    if pairs:
+        worse = [p for p in pairs if p[1] > p[2]]
+        figures = "; ".join(f"{n}: GPTQ {_ppl(g)} vs RTN {_ppl(r)}" for n, g, r in pairs)
+        if len(worse) == len(pairs):
+            lines.append(f"- GPTQ w4g64 is worse than RTN w4g64 on this model ({figures}).")
+        elif worse:
+            lines.append(
+                f"- GPTQ w4g64 against RTN w4g64 on this model: worse in {len(worse)} of the runs ({figures})."
+            )
+        else:
+            lines.append(f"- GPTQ w4g64 beats RTN w4g64 on this model ({figures}).")
+    return lines
+
+
+def quant(gpu: dict | None, cpu: dict | None) -> list[str]:
+    if not gpu and not cpu:
+        return []
+    lines = ["## Quantization (issue 15): SmolLM2-135M wiki perplexity, size and time per method and grid", ""]
+    for name, d in (("GPU", gpu), ("CPU", cpu)):
+        if not d:
+            continue
+        v = d["variants"]
+        e = v.get("dense") or next(iter(v.values()))
+        commands = dict.fromkeys(x["command"] for x in v.values() if "command" in x)
+        dates = sorted({x["date"] for x in v.values() if "date" in x})
+        label = "full protocol" if e.get("eval_max_windows") is None else "reduced protocol, labelled"
+        lines += [
+            f"{name} ({label}): {_device(e)}, {_dtype(e)}, {_protocol(e)}. Commands (each variant's is in "
+            f"bench/{'quant' if name == 'GPU' else 'quant_cpu'}.json): "
+            + "; ".join(f"`{c}`" for c in commands)
+            + f" — machine: {d.get('run', {}).get('machine', e['device'])} — date: {', '.join(dates)}.",
+            "",
+        ]
+    main = gpu or cpu
+    v = main["variants"]
+    lines += [
+        "Each variant is a pipeline run whose exported checkpoint is evaluated from disk. Cell: wiki ppl (size of "
+        "the exported model.safetensors). — = not run (RTN and GPTQ use group grids; QuEST and SqueezeLLM one "
+        "scale or table per output row, so their grids are the bit width alone).",
+        "",
+    ]
+    for prefix, base in BASES.items():
+        table = _table(v, prefix)
+        if not table:
+            continue
+        b = v.get(base)
+        if prefix:
+            head = "SparseGPT 2:4 base (`sparsegpt2of4+`; a quant run keeps the checkpoint's zeros)"
+            fmt = "as sparse-24-bitmask"
+        else:
+            head = "Dense base"
+            fmt = _dtype(b) if b else ""
+        if b:
+            head += f": {_ppl(b['wiki_ppl'])}, {b['size_mb']:.0f} MB {fmt}"
+        lines += [head + ".", "", *table, ""]
+    lines += ["Goals:", "", *goals(v), ""]
+    times = _times(gpu, cpu)
+    if times:
+        lines += [*times, ""]
+    if cpu:
+        cv = cpu["variants"]
+        cells = [
+            f"{METHODS[k.split('/')[0]]} {k.split('/')[1]} {_ppl(e['wiki_ppl'])}"
+            for k, e in cv.items()
+            if "/" in k and k.split("/")[0] in METHODS
+        ]
+        if cells:
+            dense = _ppl_of(cv, "dense")
+            lines += [
+                "CPU wiki ppl (reduced protocol, not comparable to the GPU cells)"
+                + (f", dense {_ppl(dense)}" if dense is not None else "")
+                + ": "
+                + "; ".join(cells)
+                + ".",
+                "",
+            ]
+    for name, d in (("GPU", gpu), ("CPU", cpu)):
+        if d and isinstance(d.get("gptqmodel_parity"), dict):
+            lines += parity(d["gptqmodel_parity"], name)
+    lines += ["Notes:", "", *notes(gpu, cpu), ""]
+    return lines
