@@ -58,10 +58,6 @@ def recipe(name: str, stages: list, cal: dict, seqlen: int, max_windows: int | N
     )
 
 
-def folder_mb(folder: Path) -> float:
-    return round(sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e6, 2)
-
-
 def make(model: str, folder: Path, rec, device) -> dict:
     if not (folder / "report.json").exists():
         run(RunConfig(model, rec, device=str(device)), folder, progress=False, log=print)
@@ -119,7 +115,7 @@ def main() -> None:
     def record(key: str, folder: Path, report: dict, extra: dict) -> None:
         entry = {
             "wiki_ppl": report["perplexity"]["wiki"]["compressed"],
-            "size_mb": folder_mb(folder),
+            "size_mb": round(report["export"]["size_mb"], 2),
             "time_s": report["timings_s"],
             "summary": report.get("summary", {}),
             **meta,

@@ -3,6 +3,8 @@ compress/sources.py), dtypes and the decoder-layer helpers."""
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
@@ -36,6 +38,17 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
         if isinstance(module, nn.ModuleList) and len(module) == n:
             return module
     raise UserError(f"could not find the decoder layers of {type(model).__name__}; unsupported architecture")
+
+
+def decoder_linears(model: nn.Module, ignore: tuple[str, ...] = ()) -> dict[str, nn.Linear]:
+    """Linear modules inside the decoder layers whose names match no `ignore` regex (re.fullmatch): what the
+    prune and quant stages target (lm_head and the embeddings never are)."""
+    layer_ids = {id(m) for layer in decoder_layers(model) for m in layer.modules()}
+    return {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear) and id(m) in layer_ids and not any(re.fullmatch(p, name) for p in ignore)
+    }
 
 
 def context_length(model: nn.Module) -> int | None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from compress.errors import UserError
-from compress.models import decoder_layers
+from compress.models import decoder_linears
 from compress.records import LinearRecord
 from compress.schema import check_types
 from compress.stages import LayerwiseStage, Prepass, register
@@ -153,14 +153,7 @@ class PruneStage(LayerwiseStage):
 
     def targets(self, model: nn.Module) -> dict[str, nn.Linear]:
         """Linear modules inside decoder layers that the recipe does not `ignore` (lm_head never is one)."""
-        layer_ids = {id(m) for layer in decoder_layers(model) for m in layer.modules()}
-        return {
-            name: m
-            for name, m in model.named_modules()
-            if isinstance(m, nn.Linear)
-            and id(m) in layer_ids
-            and not any(re.fullmatch(p, name) for p in self.config.ignore)
-        }
+        return decoder_linears(model, self.config.ignore)
 
     def check(self, targets: dict[str, nn.Linear]) -> None:
         pattern = self.config.spec.pattern

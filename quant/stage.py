@@ -37,7 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from compress.errors import UserError
-from compress.models import decoder_layers
+from compress.models import decoder_linears
 from compress.records import LinearRecord
 from compress.schema import check_types, positive
 from compress.stages import LayerwiseStage, ModelStage, register
@@ -123,16 +123,6 @@ class QuantConfig:
             raise ValueError("a recipe quantizes once; keep one quant stage")
 
 
-def quant_targets(model: nn.Module, ignore: tuple[str, ...]) -> dict[str, nn.Linear]:
-    """Linear modules inside decoder layers that the recipe does not `ignore` (lm_head never is one)."""
-    layer_ids = {id(m) for layer in decoder_layers(model) for m in layer.modules()}
-    return {
-        name: m
-        for name, m in model.named_modules()
-        if isinstance(m, nn.Linear) and id(m) in layer_ids and not any(re.fullmatch(p, name) for p in ignore)
-    }
-
-
 def check_targets(config: QuantConfig, targets: dict[str, nn.Linear]) -> None:
     if config.method == "squeezellm":
         return  # one lookup table per output row: any shape
@@ -190,7 +180,7 @@ class LayerwiseQuantStage(LayerwiseStage):
         return self.config.describe()
 
     def targets(self, model: nn.Module) -> dict[str, nn.Linear]:
-        return quant_targets(model, self.config.ignore)
+        return decoder_linears(model, self.config.ignore)
 
     def check(self, targets: dict[str, nn.Linear]) -> None:
         check_targets(self.config, targets)
@@ -217,12 +207,12 @@ class DirectQuantStage(ModelStage):
         return self.config.describe()
 
     def precheck(self, model: nn.Module) -> None:
-        check_targets(self.config, quant_targets(model, self.config.ignore))
+        check_targets(self.config, decoder_linears(model, self.config.ignore))
 
     def run(self) -> dict:
         t0 = time.perf_counter()
         ctx = self.ctx
-        targets = quant_targets(ctx.model, self.config.ignore)
+        targets = decoder_linears(ctx.model, self.config.ignore)
         check_targets(self.config, targets)
         timings, stats = {}, {}
         home = next(ctx.model.parameters()).device
