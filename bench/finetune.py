@@ -36,6 +36,7 @@ VARIANTS = {
     "wanda_2of4": "wanda-2of4",
     "ast_2of4": "sparsegpt-2of4-ast",
     "ast_wanda_2of4": "wanda-2of4-ast",
+    "ast_2of4_quest_w4": "sparsegpt-2of4-ast-quest-w4",  # AST with QuEST QAT of the kept weights (issue 15)
 }
 TASKS = list(dict.fromkeys((*PAPER_TASKS, *DISCRIMINATING)))
 

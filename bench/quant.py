@@ -90,6 +90,9 @@ def main() -> None:
     p.add_argument("--fisher-samples", type=int, default=100, help="SqueezeLLM Fisher windows (reference: 100)")
     p.add_argument("--bases", default=",".join(BASES))
     p.add_argument("--zeroshot", default="", help="comma-separated variant keys (e.g. dense,gptq/w4g64) to score")
+    p.add_argument(
+        "--only", default="", help="comma-separated variant keys to run (default: every base x method x grid)"
+    )
     p.add_argument("--limit", type=int, help="zero-shot examples per task (default: full validation sets)")
     p.add_argument("--batch-size", type=int, default=64, help="lm-eval batch size")
     p.add_argument("--nsamples", type=int, default=128)
@@ -111,6 +114,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
     }
     wanted_zs = {k for k in args.zeroshot.split(",") if k}
+    only = {k for k in args.only.split(",") if k}
 
     def record(key: str, folder: Path, report: dict, extra: dict) -> None:
         entry = {
@@ -146,6 +150,8 @@ def main() -> None:
             settings, grids = METHODS[method]
             for grid in [g for g in args.grids.split(",") if g in grids]:
                 key = f"{'' if base == 'dense' else base + '+'}{method}/{grid}"
+                if only and key not in only:
+                    continue
                 folder = args.work / key.replace("/", "-").replace("+", "_")
                 extra = {"fisher_samples": args.fisher_samples} if settings["method"] == "squeezellm" else {}
                 stage = {"quant": {**settings, **GRIDS[grid], **extra}}

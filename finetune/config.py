@@ -27,6 +27,8 @@
           eval_every: 0             # steps; 0 = only at the end
           seed: 0
           train_embeddings: false   # embeddings and lm_head stay frozen
+          qat: none                 # none | quest: QuEST quantization-aware training of the 2:4 weights
+          qat_bits: 4               # quest: weight bits (1, 2, 3, 4 or 8)
 
 Reference values and where they come from:
 - lr 2e-5, 500 warm-up steps, cosine to 0.1 x lr (`alpha_f: 0.1`), betas (0.9, 0.95), weight decay 0, gradient
@@ -37,6 +39,15 @@ Reference values and where they come from:
 - alpha 0.33 / T = 2: README's "reproduce our methods" command (`--hardness_task 0.33 --hardness_kldiv 0.67`,
   sparse_modeling.py `kl_loss(temperature=2)`). The LLaMA config instead weighs CE 1 and KL 0.5 (alpha = 2/3 up to
   a factor 1.5 that Adam mostly ignores); set alpha: 0.67 to follow it.
+
+QAT (`qat: quest`; Panferov et al. 2025, IST-DASLab/QuEST `HadamardTrustQuantizer`): every 2:4 Linear computes
+with Q(W ⊙ M), QuEST's per-row RMS × Gaussian-clip grid over the kept weights (quant/quest.py), and the trust
+estimator passes the gradient only where |Q(w) − w| ≤ step/2; the straight-through 2:4 mask then hands it to the
+dense W as AST does. At the end the weights are quantized once more with the same function and the Linears'
+records carry the codes, so the export holds exactly the model the last steps trained (ours: llm-compress-quant).
+Deviations from QuEST: weights only (no W4A4: no export format or kernel computes 4-bit activations), and no
+Hadamard rotation, which would make the 2:4 weights dense (quant/quest.py); QuEST trains from scratch, here it
+finetunes a pretrained 2:4 model.
 """
 
 from __future__ import annotations
@@ -48,12 +59,15 @@ from compress.schema import check_types, positive
 OPTIMIZERS = ("adamw", "adamw8bit")
 MASK_SCORES = ("magnitude",)
 MASKED_DECAY_MODES = ("gradient", "decoupled")
+QAT_METHODS = ("none", "quest")
 
 EXPECTED = {
     "finetune.method": "the string 'ast'",
     "finetune.optimizer": f"a string, one of {', '.join(OPTIMIZERS)}",
     "finetune.mask_score": "the string 'magnitude'",
     "finetune.masked_decay_mode": f"a string, one of {', '.join(MASKED_DECAY_MODES)}",
+    "finetune.qat": f"a string, one of {', '.join(QAT_METHODS)}",
+    "finetune.qat_bits": "an integer, one of 1, 2, 3, 4, 8",
 }
 
 
@@ -88,6 +102,8 @@ class ASTConfig:
     eval_every: int = 0
     seed: int = 0
     train_embeddings: bool = False
+    qat: str = "none"
+    qat_bits: int = 4
 
     def __post_init__(self) -> None:
         check_types(self, "finetune", EXPECTED)
@@ -122,8 +138,29 @@ class ASTConfig:
             raise ValueError(f"finetune.alpha (CE weight; KL gets 1 - alpha) must be in [0, 1], got {self.alpha}")
         if not self.temperature > 0:
             raise ValueError(f"finetune.temperature must be > 0, got {self.temperature}; the reference uses 2")
+        if self.qat not in QAT_METHODS:
+            raise ValueError(f"finetune.qat {self.qat!r} is unknown; allowed: {', '.join(QAT_METHODS)}")
+        if self.qat != "none":
+            try:
+                _ = self.qat_spec
+            except ValueError as e:
+                raise ValueError(f"finetune.qat_bits: {e}") from None
+            if self.slorb:
+                raise ValueError(
+                    "finetune.slorb with finetune.qat: merging SLoRB's terms into the weights would move them off "
+                    "the quantization grid; turn one of them off"
+                )
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"finetune.optimizer {self.optimizer!r} is unknown; allowed: {', '.join(OPTIMIZERS)}")
+
+    @property
+    def qat_spec(self):
+        """The QuEST spec the 2:4 Linears train under (no rotation on a 2:4 layer); None without QAT."""
+        if self.qat == "none":
+            return None
+        from quant.quest import QuestSpec
+
+        return QuestSpec(bits=self.qat_bits, hadamard_block=0)
 
     @property
     def tokens_per_step(self) -> int:

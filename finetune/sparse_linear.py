@@ -4,6 +4,10 @@ AST trains the dense weight: the forward uses W ⊙ M and the backward hands the
 unmasked, so pruned weights keep receiving gradients and can win their place back when the mask is recomputed
 (Huang et al. 2024 §3.1; thu-ml/Adaptive-Sparse-Trainer sparse_modeling.py `STE`, `SparseLinear.forward`).
 
+With a QuEST spec (`qat`, finetune.qat: quest) the forward computes with Q(W ⊙ M), QuEST's quantizer of the kept
+weights with the trust estimator (quant/quest.py `quest_ste`): the gradient reaches W ⊙ M only where
+|Q(w) − w| ≤ step/2, then W through the mask's straight-through estimator.
+
 `sparsify_linears` swaps the named nn.Linear modules of a model for `SparseLinear` (an nn.Linear subclass that
 shares the same weight and bias Parameters, so parameter names and the rest of the transformers model are
 untouched); `restore_linears` swaps back plain nn.Linear modules whose weight is exactly W ⊙ M.
@@ -17,6 +21,7 @@ from torch.nn import functional as F
 
 from finetune.masks import is_exact_nm
 from finetune.slorb import check_groups, slorb_init, slorb_term
+from quant.quest import QuestSpec, quest_ste
 
 
 class MaskSTE(torch.autograd.Function):
@@ -34,7 +39,7 @@ class MaskSTE(torch.autograd.Function):
 class SparseLinear(nn.Linear):
     """nn.Linear with a bool keep-mask buffer `mask` (out, in) and optional SLoRB term `slorb_S` (out, in/k)."""
 
-    def __init__(self, linear: nn.Linear, mask: torch.Tensor):
+    def __init__(self, linear: nn.Linear, mask: torch.Tensor, qat: QuestSpec | None = None):
         nn.Module.__init__(self)
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight = linear.weight  # the same Parameter objects: optimizers and names see no change
@@ -45,9 +50,17 @@ class SparseLinear(nn.Linear):
         self.register_buffer("mask", mask, persistent=False)
         self.slorb_S: nn.Parameter | None = None
         self.slorb_k = 0
+        self.qat = qat
+
+    def effective_weight(self) -> torch.Tensor:
+        """The weight the forward computes with: W ⊙ M, quantized (trust estimator) under QAT."""
+        W = MaskSTE.apply(self.weight, self.mask)
+        if self.qat is not None:
+            W = quest_ste(W, self.qat.bits, self.mask, check=False)  # the trainer checks loss and grad norm
+        return W
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, MaskSTE.apply(self.weight, self.mask), self.bias)
+        y = F.linear(x, self.effective_weight(), self.bias)
         if self.slorb_S is not None:
             y = y + slorb_term(x, self.slorb_S, self.slorb_k)
         return y
@@ -68,9 +81,11 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
-def sparsify_linears(model: nn.Module, masks: dict[str, torch.Tensor]) -> dict[str, SparseLinear]:
-    """Replace every Linear named in `masks` by a SparseLinear; ValueError for a missing name, a shape mismatch
-    or a mask that is not exact 2:4 bool."""
+def sparsify_linears(
+    model: nn.Module, masks: dict[str, torch.Tensor], qat: QuestSpec | None = None
+) -> dict[str, SparseLinear]:
+    """Replace every Linear named in `masks` by a SparseLinear (training under `qat` if given); ValueError for a
+    missing name, a shape mismatch or a mask that is not exact 2:4 bool."""
     modules = dict(model.named_modules())
     out = {}
     for name, mask in masks.items():
@@ -83,7 +98,7 @@ def sparsify_linears(model: nn.Module, masks: dict[str, torch.Tensor]) -> dict[s
             raise ValueError(f"finetune mask {name!r} has shape {shapes}")
         if not is_exact_nm(mask):
             raise ValueError(f"finetune mask {name!r} is not an exact 2:4 bool keep-mask (2 kept of every 4 inputs)")
-        out[name] = SparseLinear(linear, mask)
+        out[name] = SparseLinear(linear, mask, qat)
         _set_module(model, name, out[name])
     return out
 

@@ -214,6 +214,8 @@ class FinetuneStage(ModelStage):
         else:
             for name, keep in result.masks.items():
                 ctx.records[name].set_mask(NM(2, 4), keep)
+                if result.codes is not None:  # QAT: the weights are on the QuEST grid, the record says so
+                    ctx.records[name].quant = result.codes[name]
         model.to(device="cpu", dtype=dtype)
         metrics = dict(result.metrics)
         history = metrics.pop("loss_history")
@@ -224,6 +226,7 @@ class FinetuneStage(ModelStage):
                 "finetune_tokens_per_s": metrics["tokens_per_s"],
                 "finetune_final_kl": metrics["final_kl"],
                 **({"finetune_merged_slorb": True} if result.slorb is not None else {}),
+                **({"finetune_qat": f"quest w{cfg.qat_bits}"} if result.codes is not None else {}),
             },
             "metrics": metrics,
             "loss_history": history[:: max(1, len(history) // 200)],

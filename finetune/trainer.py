@@ -4,7 +4,8 @@ One optimizer step (thu-ml/Adaptive-Sparse-Trainer main.py training loop; LLaMA-
   grad_accum micro-batches of distill_loss (finetune/distill.py) through W ⊙ M with straight-through gradients
   (finetune/sparse_linear.py) -> clip the global gradient norm -> masked decay (finetune/optim.py) -> AdamW ->
   every mask_interval steps, new 2:4 masks from |W| (finetune/masks.py).
-At the end the masks are frozen and the Linears are plain nn.Linear again with weight exactly W ⊙ M.
+At the end the masks are frozen and the Linears are plain nn.Linear again with weight exactly W ⊙ M; under QAT
+(cfg.qat) with weight Q(W ⊙ M), quantized by the function the forward trained with, and their codes returned.
 
 Checkpoints (every checkpoint_every steps into state_dir/ast-checkpoint, written to a temporary folder and renamed):
 tensors.safetensors (trainable parameters, current and initial masks, optimizer state, RNG states) and state.json
@@ -53,11 +54,13 @@ RESUMABLE_CHANGES = {"checkpoint_every", "eval_every"}  # recipe keys that may d
 
 @dataclass(frozen=True)
 class ASTResult:
-    """masks: name -> bool (out, in) on the CPU; slorb: name -> S (out, in/k) or None; metrics: the run report."""
+    """masks: name -> bool (out, in) on the CPU; slorb: name -> S (out, in/k) or None; metrics: the run report;
+    codes: name -> the quantized weight's codes (quant/codes.py) under QAT, else None."""
 
     masks: dict[str, torch.Tensor]
     slorb: dict[str, torch.Tensor] | None
     metrics: dict
+    codes: dict | None = None
 
 
 def train_ast(
@@ -93,7 +96,7 @@ def train_ast(
     if not cfg.train_embeddings:
         for m in (student.get_input_embeddings(), student.get_output_embeddings()):
             m.requires_grad_(False)
-    layers = sparsify_linears(student, masks)
+    layers = sparsify_linears(student, masks, cfg.qat_spec)
     if cfg.slorb:
         dense = dict(teacher.named_modules())
         for name, sl in layers.items():
@@ -119,8 +122,9 @@ def train_ast(
     resumed_from = start or None
 
     n_train = sum(p.numel() for p in params)
+    qat = f", QAT quest w{cfg.qat_bits}" if cfg.qat_spec is not None else ""
     log(
-        f"finetune: AST on {len(layers)} Linears, {n_train / 1e6:.1f}M trainable parameters, {cfg.steps} steps of "
+        f"finetune: AST{qat} on {len(layers)} Linears, {n_train / 1e6:.1f}M trainable parameters, {cfg.steps} steps of "
         f"{cfg.tokens_per_step} tokens"
     )
     per_step = cfg.micro_batch * cfg.grad_accum
@@ -188,6 +192,7 @@ def train_ast(
 
     final_masks, slorb = restore_linears(student)
     _check_final(student, final_masks)
+    codes = None if cfg.qat_spec is None else quantize_trained(student, final_masks, cfg.qat_spec)
     if cfg.slorb:
         student._slorb_hooks = attach_slorb(student, slorb, cfg.slorb_k)  # remove() them before merging S into W
     if cfg.gradient_checkpointing:
@@ -211,7 +216,23 @@ def train_ast(
         "mask_flips": run["mask_flips"],
         "loss_history": hist,
     }
-    return ASTResult(masks=final_masks, slorb=slorb if cfg.slorb else None, metrics=metrics)
+    return ASTResult(masks=final_masks, slorb=slorb if cfg.slorb else None, metrics=metrics, codes=codes)
+
+
+@torch.no_grad()
+def quantize_trained(student: nn.Module, masks: dict[str, torch.Tensor], spec) -> dict:
+    """QAT's end: each 2:4 Linear's weight W ⊙ M (fp32, as trained) replaced by Q(W ⊙ M), the quantizer its forward
+    computed with (quant/step.py quantize_weight on the QuEST spec, keep = the final mask); returns the codes."""
+    from quant.step import quantize_weight
+
+    modules = dict(student.named_modules())
+    codes = {}
+    for name, keep in masks.items():
+        W = modules[name].weight
+        W_hat, codes[name] = quantize_weight(spec, W.data, None, keep.to(W.device), W.dtype)
+        W.data.copy_(W_hat.to(W.dtype))
+    _check_final(student, masks)  # the grid has no zero level: the zeros must still come from the mask
+    return codes
 
 
 def _check_inputs(student, teacher, masks, windows, cfg: ASTConfig) -> None:

@@ -87,16 +87,18 @@ def quest_dequantize(codes: torch.Tensor, scale: torch.Tensor, bits: int) -> tor
 
 
 def quest_quantize(
-    x: torch.Tensor, bits: int, keep: torch.Tensor | None = None
+    x: torch.Tensor, bits: int, keep: torch.Tensor | None = None, check: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Quantize each row of the last dim: (x_q in x's dtype, codes uint8 in [0, 2^b − 1], scale fp32 (..., 1)).
 
     scale = α_b · RMS(row), computed in fp32. x_q equals quest_dequantize(codes, scale, bits) (exactly, for fp32
     x). With `keep` (bool, x's shape) the RMS is over kept entries only and dropped entries give x_q = 0 and
-    code 0. A row of zeros (or with nothing kept) gets scale 0 and x_q = 0.
+    code 0. A row of zeros (or with nothing kept) gets scale 0 and x_q = 0. check=False skips the NaN/inf
+    check (a host sync), for training loops that check their loss instead.
     """
     _check_bits("bits", bits)
-    _check_finite(x, "input")
+    if check:
+        _check_finite(x, "input")
     xf = x.float()  # (..., n)
     if keep is None:
         rms = xf.square().mean(-1, keepdim=True).sqrt()  # (..., 1)
@@ -131,21 +133,21 @@ class QuestQuant(torch.autograd.Function):
     """Forward: quest_quantize's x_q. Backward: the trust estimator, grad · trust_mask (scale held constant)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, bits: int, keep: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, bits: int, keep: torch.Tensor | None = None, check: bool = True):
         xf = x.float()
-        xq, _, scale = quest_quantize(xf, bits, keep)  # fp32, so the band is decided before any bf16 rounding
+        xq, _, scale = quest_quantize(xf, bits, keep, check)  # fp32, so the band is decided before any bf16 rounding
         ctx.save_for_backward(trust_mask(xf, xq, scale, bits))
         return xq.to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (mask,) = ctx.saved_tensors
-        return grad * mask, None, None
+        return grad * mask, None, None, None
 
 
-def quest_ste(x: torch.Tensor, bits: int, keep: torch.Tensor | None = None) -> torch.Tensor:
+def quest_ste(x: torch.Tensor, bits: int, keep: torch.Tensor | None = None, check: bool = True) -> torch.Tensor:
     """Differentiable QuEST quantization of the rows of x with the trust gradient estimator."""
-    return QuestQuant.apply(x, bits, keep)
+    return QuestQuant.apply(x, bits, keep, check)
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,10 @@ class QuantConfig:
         """Quantization is the last change to the weights: a quant stage takes at most one place in a recipe."""
         if any(isinstance(s, QuantConfig) for s in earlier):
             raise ValueError("a recipe quantizes once; keep one quant stage")
+        if any(getattr(s, "qat", "none") != "none" for s in earlier):
+            raise ValueError(
+                "the finetune stage's QAT already quantized the weights; drop the quant stage (a recipe quantizes once)"
+            )
 
 
 def check_targets(config: QuantConfig, targets: dict[str, nn.Linear]) -> None:

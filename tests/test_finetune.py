@@ -561,3 +561,64 @@ def test_shape_from_model_counts_the_real_parameters():
     assert shape.total == sum(p.numel() for p in student.parameters())
     assert shape.linear_params == sum(m.numel() for m in masks.values())
     assert shape_from_config(student.config).total == shape.total
+
+
+# ---------------------------------------------------------------- QuEST QAT (finetune.qat: quest)
+
+
+def test_qat_config_keys():
+    assert cfg(qat="quest").qat_spec.bits == 4 and cfg(qat="quest").qat_spec.hadamard_block == 0
+    assert cfg().qat_spec is None
+    with pytest.raises(ValueError, match="finetune.qat 'gptq' is unknown"):
+        cfg(qat="gptq")
+    with pytest.raises(ValueError, match="finetune.qat_bits"):
+        cfg(qat="quest", qat_bits=5)
+    with pytest.raises(ValueError, match="slorb with finetune.qat"):
+        cfg(qat="quest", slorb=True)
+
+
+def test_qat_forward_is_quest_of_the_kept_weights_and_gradient_is_trust_times_ste():
+    from quant.quest import QuestSpec, quest_quantize, quest_weight, trust_mask
+
+    torch.manual_seed(0)
+    lin = nn.Linear(32, 8)
+    with torch.no_grad():
+        lin.weight[0, 0] = 5.0  # an outlier far outside the clip range: no gradient through it
+    mask = magnitude_mask(lin.weight)
+    spec = QuestSpec(bits=4, hadamard_block=0)
+    sl = SparseLinear(lin, mask, spec)
+    x = torch.randn(3, 32)
+    y = sl(x)
+    W_hat = quest_weight(lin.weight.detach(), spec, mask).W_hat
+    assert torch.equal(y, F.linear(x, W_hat, lin.bias))
+    g = torch.randn_like(y)
+    y.backward(g)
+    Wk = lin.weight.detach() * mask
+    xq, _, scale = quest_quantize(Wk, 4, mask)
+    band = trust_mask(Wk, xq, scale, 4)
+    expect = (g.t() @ x) * band  # d/d(W ⊙ M) through the trust estimator, handed to W unmasked
+    assert torch.allclose(lin.weight.grad, expect, atol=1e-6)
+    assert lin.weight.grad[0, 0] == 0  # the clipped outlier
+    assert bool((lin.weight.grad[~mask] != 0).any())  # pruned weights still learn (band holds at exact zeros)
+
+
+def test_qat_training_ends_on_the_quest_grid_with_exact_2of4_and_codes():
+    teacher, student, masks = teacher_student()
+    curve = []
+    result = run(teacher, student, masks, windows(5), cfg(steps=4, qat="quest"),
+                 evaluate=lambda m: curve.append(1) or {"ok": 1.0})  # fmt: skip
+    assert result.codes is not None and set(result.codes) == set(masks)
+    modules = dict(student.named_modules())
+    for name, keep in result.masks.items():
+        W = modules[name].weight.detach()
+        assert type(modules[name]) is nn.Linear and bool((W[~keep] == 0).all()) and nm_violations(W) == 0
+        assert torch.equal(result.codes[name].decode(), W)  # what the export writes is the trained model
+        assert result.codes[name].keep_bits is not None and result.codes[name].block == 0
+    assert curve  # the final evaluation ran on the quantized model
+
+
+def test_qat_on_qwen2_with_biases():
+    teacher, student, masks = teacher_student("qwen2")
+    result = run(teacher, student, masks, windows(4), cfg(steps=2, qat="quest", qat_bits=3))
+    modules = dict(student.named_modules())
+    assert all(torch.equal(result.codes[n].decode(), modules[n].weight.detach()) for n in masks)

@@ -146,3 +146,36 @@ def test_heldout_task_sets_expand_to_their_tasks(monkeypatch):
     monkeypatch.setattr(heldout, "task_text", lambda task: f"text of {task}")
     got = heldout.heldout_texts((), ("discriminating", "piqa", "boolq"))
     assert got == {t: f"text of {t}" for t in ("hellaswag", "arc_easy", "piqa", "boolq")}
+
+
+def test_prune_then_ast_with_quest_qat_exports_the_quantized_trained_model(tmp_path, tiny_folder):
+    """2:4 + AST + QuEST-QAT: the export holds the QuEST codes of the trained weights, and loads back to exactly
+    the evaluated model, 2:4 zeros included."""
+    from compress.checkpoint_format import OURS_QUANT
+
+    out = tmp_path / "out"
+    recipe = _recipe(tmp_path, {"qat": "quest", "qat_bits": 4}, tasks=("arc_easy",))
+    report = run(RunConfig(str(tiny_folder), recipe), out, progress=False, log=lambda m: None)
+    assert report["summary"]["finetune_qat"] == "quest w4"
+    assert report["export"]["format"] == OURS_QUANT
+    loaded = load(out, None).model
+    for name, module in loaded.named_modules():
+        if name in report["layers"]:
+            W = module.weight
+            assert bool(((W.reshape(-1, 4) != 0).sum(-1) <= 2).all()), name
+            # QuEST per row: kept values are odd multiples h, 3h, ..., 15h of half a step h (midpoint grid, no zero
+            # level); the smallest magnitude is one of them, so some odd j makes every v / (min|v| / j) odd <= 15
+            for row in W.detach().float():
+                v = row[row != 0]
+                assert any(_on_odd_grid(v * j / v.abs().min()) for j in range(1, 16, 2)), name
+
+
+def _on_odd_grid(r: torch.Tensor) -> bool:
+    k = r.round()
+    return torch.allclose(r, k, atol=1e-3) and bool((k.abs() % 2 == 1).all()) and float(k.abs().max()) <= 15
+
+
+def test_quant_after_qat_is_refused():
+    base = {"prune": {"method": "sparsegpt", "pattern": "2:4"}}
+    with pytest.raises(ValueError, match=r"stages\[2\].quant: the finetune stage's QAT already quantized"):
+        recipe_from_dict({"stages": [base, {"finetune": {"qat": "quest"}}, {"quant": {"method": "rtn"}}]})

@@ -468,3 +468,70 @@ def test_compiled_forward_decodes_the_same_tokens():
     ids = torch.randint(0, 128, (2, 7), generator=torch.Generator().manual_seed(0))
     ref = greedy(model, ids, 8)
     assert torch.equal(greedy(model, ids, 8, compile=True), ref)
+
+
+def _quantized_24(tmp_path, quant, dtype=torch.bfloat16):
+    """A tiny Llama (in-features 128/256), Wanda 2:4 then `quant`, exported: (model as evaluated, folder)."""
+    from compress.pipeline import prune_model
+    from prune.stage import PruneConfig
+    from tests.test_quant_checkpoint import _export_and_load
+    from tests.test_quant_stage import _ids, _quantize
+
+    model = tiny_llama(hidden=128).to(dtype)
+    records = prune_model(model, _ids(), PruneConfig("wanda", "2:4"), torch.device("cpu"), progress=False).records
+    _quantize(model, quant, records)
+    folder, _ = _export_and_load(tmp_path, model, records, dtype)
+    return model, folder
+
+
+def test_int4_from_a_gptq_checkpoint_computes_with_its_codes_exactly(tmp_path):
+    """GPTQ w4g128 symmetric codes fill the runtime's int4 2:4 layout one-to-one: each layer's dequantised weight
+    is the GPTQ weight bit for bit (not re-rounded), and a packed folder says where its codes came from."""
+    import json
+
+    from compress.runtime.convert import load_runtime_model, pack
+    from quant.stage import QuantConfig
+
+    model, folder = _quantized_24(tmp_path, QuantConfig("gptq", 4, group_size=128))
+    runtime, _, names = load_runtime_model(folder, torch.device("cpu"), int4=True)
+    assert len(names) == 14
+    differs_from_rtn = 0
+    for name in names:
+        layer = runtime.get_submodule(name)
+        W = model.get_submodule(name).weight.detach()
+        assert layer.int4 and torch.equal(layer.dense_weight(), W), name
+        values, _ = format24.pack_24(W, keep_mask_24(W))
+        differs_from_rtn += not torch.equal(format24.quantize_int4(values)[0], layer.qweight)
+    assert differs_from_rtn  # RTN of the decoded values would re-round some codes: it is not what is used
+    packed = pack(folder, tmp_path / "packed", int4=True)
+    qc = json.loads((packed / "config.json").read_text())["quantization_config"]
+    assert qc["int4"]["rounding"] == "the checkpoint's codes" and len(qc["int4_modules"]) == 14
+    again, _, _ = load_runtime_model(packed, torch.device("cpu"))
+    assert all(
+        torch.equal(again.get_submodule(n).dense_weight(), runtime.get_submodule(n).dense_weight()) for n in names
+    )
+
+
+def test_int4_from_a_checkpoint_on_another_grid_is_refused(tmp_path):
+    from compress.errors import UserError
+    from compress.runtime.convert import load_runtime_model
+    from quant.stage import QuantConfig
+
+    _, folder = _quantized_24(tmp_path / "g64", QuantConfig("rtn", 4, group_size=64))
+    with pytest.raises(UserError, match="4-bit group 64 codes; the runtime's int4 layout holds symmetric 4-bit codes"):
+        load_runtime_model(folder, torch.device("cpu"), int4=True)
+    bf16, _, names = load_runtime_model(folder, torch.device("cpu"))  # bf16 2:4 of the decoded weights
+    assert names and not any(bf16.get_submodule(n).int4 for n in names)
+    _, ours = _quantized_24(tmp_path / "w3", QuantConfig("gptq", 3, group_size=128))
+    with pytest.raises(UserError, match="runtime's int4 layout cannot hold"):
+        load_runtime_model(ours, torch.device("cpu"), int4=True)
+
+
+def test_pack_int4_refuses_values_off_the_grid():
+    W, keep = _sparse(8, 256, dtype=torch.bfloat16)
+    values, _ = format24.pack_24(W, keep)
+    q, s = format24.quantize_int4(values)
+    on_grid = format24.dequantize_int4(q, s)
+    assert torch.equal(format24.pack_int4(on_grid, s), q)
+    with pytest.raises(ValueError, match="not code \\* scale|outside"):
+        format24.pack_int4(values, s)  # the raw values are not on the grid

@@ -12,6 +12,7 @@ LABELS = {
     "wanda_2of4": "Wanda 2:4 one-shot",
     "ast_2of4": "SparseGPT 2:4 → AST",
     "ast_wanda_2of4": "Wanda 2:4 → AST",
+    "ast_2of4_quest_w4": "SparseGPT 2:4 → AST + QuEST-QAT w4 (issue 15)",
 }
 
 

@@ -10,6 +10,8 @@ int4 2:4 (K % 128 == 0): the kept values quantised to symmetric int4 per group o
   (64 kept values), round to nearest, q = clamp(round(v / s), -8, 7), s = max|v| / 7 (bf16):
   qweight (N, K/16) int32: kept value t as the nibble q_t + 8 in bits 4*(t%8)..4*(t%8)+3 of qweight[:, t//8];
   scales  (N, K/128) in the compute dtype; meta as above. Bytes: N*K*(1/4 + 1/8 + 1/64) = 20% of dense bf16.
+  The same layout holds a quantization stage's codes (`pack_int4`): GPTQ or RTN symmetric 4-bit, group 128, is
+  compressed-tensors' q in [-8, 7] with W = q * s, so its nibbles are q + 8 and its scales are used as stored.
 """
 
 from __future__ import annotations
@@ -76,17 +78,47 @@ def unpack_24(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
     return W.scatter_(1, cols, values)
 
 
-def quantize_int4(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Kept values (N, K/2) -> (qweight (N, K/16) int32, scales (N, K/128) in values' dtype); RTN, symmetric."""
+def _groups(values: torch.Tensor) -> torch.Tensor:
     rows, half = values.shape
     if (2 * half) % GROUP:
         raise ValueError(f"in-features {2 * half} is not divisible by the int4 group {GROUP}")
-    v = values.float().reshape(rows, -1, GROUP // 2)
+    return values.float().reshape(rows, -1, GROUP // 2)
+
+
+def _pack_nibbles(q: torch.Tensor) -> torch.Tensor:
+    """(N, K/2) int64 codes in [-8, 7] -> qweight (N, K/16) int32, nibble q + 8 of kept value t at bits 4*(t%8)."""
+    rows, half = q.shape
+    fields = (q + 8).reshape(rows, half // 8, 8) << (4 * torch.arange(8, device=q.device))
+    return _to_int32(fields.sum(-1))
+
+
+def quantize_int4(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Kept values (N, K/2) -> (qweight (N, K/16) int32, scales (N, K/128) in values' dtype); RTN, symmetric."""
+    v = _groups(values)
     scales = (v.abs().amax(-1) / 7).to(values.dtype)
     s = scales.float().clamp_min(torch.finfo(torch.float32).tiny)[..., None]
-    q = torch.clamp(torch.round(v / s), -8, 7).to(torch.int64).reshape(rows, half) + 8
-    fields = q.reshape(rows, half // 8, 8) << (4 * torch.arange(8, device=values.device))
-    return _to_int32(fields.sum(-1)), scales
+    q = torch.clamp(torch.round(v / s), -8, 7).to(torch.int64).reshape(values.shape)
+    return _pack_nibbles(q), scales
+
+
+def pack_int4(values: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """Kept values (N, K/2) that already lie on a symmetric 4-bit grid with the given scales (N, K/128) -> their
+    qweight (N, K/16), exactly: ValueError unless every value is q * s for an integer q in [-8, 7] and
+    dequantize_int4(qweight, scales) gives the values back bit for bit (a quantization stage's codes, not RTN)."""
+    v = _groups(values)
+    rows, groups, _ = v.shape
+    if tuple(scales.shape) != (rows, groups):
+        raise ValueError(f"int4 scales have shape {tuple(scales.shape)}, expected {(rows, groups)} (group {GROUP})")
+    s = scales.float()[..., None]
+    q = torch.round(v / torch.where(s > 0, s, torch.ones_like(s)))
+    if bool(((q < -8) | (q > 7)).any()):
+        raise ValueError("the values need codes outside [-8, 7] at these scales: not a symmetric 4-bit grid")
+    qweight = _pack_nibbles(q.to(torch.int64).reshape(values.shape))
+    back = dequantize_int4(qweight, scales).to(values.dtype)
+    if not torch.equal(back, values):
+        n = int((back != values).sum())
+        raise ValueError(f"{n} kept values are not code * scale on the checkpoint's grid (in {values.dtype})")
+    return qweight
 
 
 def dequantize_int4(qweight: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:

@@ -136,9 +136,17 @@ class Sparse24Linear(nn.Module):
         return self.scales.dtype if self.int4 else self.values.dtype
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, keep: torch.Tensor, int4: bool = False, **kw) -> Sparse24Linear:
+    def from_linear(
+        cls, linear: nn.Linear, keep: torch.Tensor, int4: bool = False, scales: torch.Tensor | None = None, **kw
+    ) -> Sparse24Linear:
+        """int4 with `scales` (N, K/128): the weight already holds a quantization stage's symmetric 4-bit values on
+        those scales; they are packed exactly (format24.pack_int4). int4 without: round to nearest."""
         values, meta = format24.pack_24(linear.weight.data, keep)
         bias = None if linear.bias is None else linear.bias.data
+        if int4 and scales is not None:
+            scales = scales.to(values.dtype)
+            qweight = format24.pack_int4(values, scales)
+            return cls(linear.in_features, linear.out_features, meta, qweight=qweight, scales=scales, bias=bias, **kw)
         if int4:
             qweight, scales = format24.quantize_int4(values)
             return cls(linear.in_features, linear.out_features, meta, qweight=qweight, scales=scales, bias=bias, **kw)

@@ -11,10 +11,15 @@ from compress.runtime.format24 import GROUP
 from compress.runtime.linear import Sparse24Linear
 
 
-def sparsify(model: nn.Module, names: set[str] | None = None, int4: bool = False) -> list[str]:
+def sparsify(
+    model: nn.Module, names: set[str] | None = None, int4: bool = False, scales: dict[str, torch.Tensor] | None = None
+) -> list[str]:
     """Replace Linear layers in `names` (default: every Linear whose weight is 2:4) in place; returns the names.
 
-    int4: layers whose in-features are not a multiple of the group (128) stay bf16 2:4."""
+    int4: layers whose in-features are not a multiple of the group (128) stay bf16 2:4. `scales` (module name ->
+    (N, K/128)): the weights already hold a quantization stage's codes on those scales; int4 then packs them
+    exactly (a ValueError names a layer whose values are not on the grid) and layers without scales (not
+    quantized in the checkpoint) stay bf16 rather than being rounded a second way."""
     done = []
     for name, module in list(model.named_modules()):
         if not isinstance(module, nn.Linear) or (names is not None and name not in names):
@@ -27,8 +32,11 @@ def sparsify(model: nn.Module, names: set[str] | None = None, int4: bool = False
             if names is not None:
                 raise UserError(f"{name} is listed as 2:4 but its weight is not 2:4 sparse") from None
             continue
-        q = int4 and module.in_features % GROUP == 0
-        new = Sparse24Linear.from_linear(module, keep, int4=q)
+        q = int4 and module.in_features % GROUP == 0 and (scales is None or name in scales)
+        try:
+            new = Sparse24Linear.from_linear(module, keep, int4=q, scales=None if scales is None else scales.get(name))
+        except ValueError as e:
+            raise UserError(f"{name}: {e}") from None
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, new)
         done.append(name)

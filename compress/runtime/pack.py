@@ -2,9 +2,9 @@
 
 `python -m compress pack --model DIR --out DIR2 [--int4]` (compress/runtime/convert.py) converts a
 `sparse-24-bitmask` checkpoint; config.json gets `quantization_config = {"quant_method": "llm-compress-2of4", ...}`
-documenting the layout (format24.LAYOUT), the int4 scheme (symmetric, group 128, round to nearest — a later
-quantization stage fills the same layout with better values) and which modules hold which format. `load_packed`
-rebuilds the model from it.
+documenting the layout (format24.LAYOUT), the int4 scheme (symmetric, group 128; rounding "nearest", or "the
+checkpoint's codes" when packed from a GPTQ/RTN pack-quantized 2:4 checkpoint, whose codes fill the layout
+exactly) and which modules hold which format. `load_packed` rebuilds the model from it.
 
 Version 2 adds a guard: every packed module also stores an empty `<module>.weight` (0 bytes). transformers
 without this package does not know `llm-compress-2of4`, warns "Unknown quantization type ... we will skip the
@@ -36,7 +36,9 @@ def add_guard(module: Sparse24Linear) -> None:
     module.register_buffer(GUARD, torch.zeros(0, dtype=torch.uint8, device=module.meta.device))
 
 
-def quantization_config(model) -> dict:
+def quantization_config(model, rounding: str = "nearest") -> dict:
+    """rounding: how the int4 codes were made ("nearest": RTN at pack time; "the checkpoint's codes": a
+    quantization stage's, e.g. GPTQ, packed exactly)."""
     mods = {n: m for n, m in model.named_modules() if isinstance(m, Sparse24Linear)}
     return {
         "quant_method": QUANT_METHOD,
@@ -44,7 +46,7 @@ def quantization_config(model) -> dict:
         "sparsity": "2:4",
         "bf16_modules": sorted(n for n, m in mods.items() if not m.int4),
         "int4_modules": sorted(n for n, m in mods.items() if m.int4),
-        "int4": {"bits": 4, "symmetric": True, "group_size": format24.GROUP, "rounding": "nearest"},
+        "int4": {"bits": 4, "symmetric": True, "group_size": format24.GROUP, "rounding": rounding},
         "layout": format24.LAYOUT,
     }
 
