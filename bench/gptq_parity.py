@@ -32,7 +32,36 @@ from compress.layerwise import run_layerwise_stage  # noqa: E402
 from compress.models import load_model  # noqa: E402
 from compress.stages import StageContext, kind_of  # noqa: E402
 from eval.perplexity import perplexity, token_windows  # noqa: E402
+from prune.stats import Hessian  # noqa: E402
 from quant.stage import QuantConfig  # noqa: E402
+
+
+class SumHessian(Hessian):
+    """`--hessian-sum`: the same H = (2 / n_tokens) · Σ xxᵀ accumulated in GPTQModel's floating-point order (a plain
+    fp32 sum of each batch's XᵀX, scaled once when read; GPTQModel `GPTQ.process_batch`) instead of ours and the
+    IST-DASLab reference's running mean (prune/stats.py `Hessian`: H *= n/(n+b); H += (√(2/n)·x)ᵀ(√(2/n)·x)). The
+    two differ by the scalar n_tokens / n_samples, which the relative damping cancels, and by fp32 rounding only;
+    GPTQ's rounding decisions amplify that rounding (a 1e-7 relative change of H flips ~1% of a Linear's codes,
+    and true-sequential carries the flips into every later layer), so only the same order reproduces GPTQModel's
+    model. A parity experiment, not a setting of the quant stage."""
+
+    def __init__(self, columns: int, device) -> None:  # noqa: D107 - no super().__init__: no running-mean H
+        self.XtX = torch.zeros(columns, columns, dtype=torch.float32, device=device)
+        self.nsamples, self.ntokens, self._H = 0, 0, None
+
+    def add_batch(self, x: torch.Tensor) -> None:
+        b = x.shape[0] if x.dim() == 3 else 1
+        x = x.reshape(-1, x.shape[-1]).float()
+        self.XtX += x.T @ x
+        self.nsamples += b
+        self.ntokens += x.shape[0]
+        self._H = None
+
+    @property
+    def H(self) -> torch.Tensor:
+        if self._H is None:
+            self._H = self.XtX * (2.0 / max(self.ntokens, 1))
+        return self._H
 
 
 def make(args) -> None:
@@ -58,9 +87,14 @@ def main() -> None:
     p.add_argument("--group-size", type=int, default=64)
     p.add_argument("--max-eval", type=int, help="score only the first N evaluation windows")
     p.add_argument("--out", type=Path)
+    p.add_argument("--hessian-sum", action="store_true", help="accumulate H in GPTQModel's order (SumHessian)")
     args = p.parse_args()
     if args.make:
         return make(args)
+    if args.hessian_sum:
+        import quant.step
+
+        quant.step.Hessian = SumHessian  # the GPTQ statistics of this process only
     model, _, _ = load_model(str(args.model_dir), torch.float32)
     cal, ev = load_file(args.calib)["input_ids"], load_file(args.eval)["input_ids"][: args.max_eval]
     cfg = QuantConfig("gptq", args.bits, group_size=args.group_size, true_sequential=True)
@@ -71,6 +105,7 @@ def main() -> None:
     quantize_s = time.perf_counter() - t0
     result = {
         "settings": {"bits": args.bits, "group_size": args.group_size, "damp": 0.01, "true_sequential": True},
+        "hessian": "sum (GPTQModel's order)" if args.hessian_sum else "running mean (ours, IST-DASLab's order)",
         "wiki_ppl": perplexity(model, ev, cpu),
         "eval_windows": int(ev.shape[0]),
         "quantize_s": round(quantize_s, 1),

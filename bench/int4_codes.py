@@ -87,6 +87,18 @@ def _rtn_weight(W: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return Sparse24Linear.from_linear(lin, keep, int4=True).dense_weight()
 
 
+def ratios(results: dict) -> dict:
+    """GPTQ / RTN mean decode rate per batch, over the runs replayed from a CUDA graph (a run whose capture failed
+    decodes eagerly, which measures the fallback, not the kernels)."""
+    out = {}
+    for b, v in results["decode_tok_s"].items():
+        modes = results["decode_mode"][b]
+        mean = {n: [t for t, m in zip(v[n], modes[n], strict=True) if m == "cuda-graph"] for n in ("rtn", "gptq")}
+        if all(mean.values()):
+            out[b] = (sum(mean["gptq"]) / len(mean["gptq"])) / (sum(mean["rtn"]) / len(mean["rtn"]))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--layers", type=int, default=8)
@@ -116,6 +128,7 @@ def main() -> None:
             for b in args.batches.split(","):
                 tps, mode = decode_tok_s(model, int(b))
                 results["decode_tok_s"].setdefault(f"batch{b}", {}).setdefault(name, []).append(tps)
+                results.setdefault("decode_mode", {}).setdefault(f"batch{b}", {}).setdefault(name, []).append(mode)
                 print(f"{name} batch {b} run {rep}: {tps:.1f} tok/s ({mode})", flush=True)
     results["ratio_gptq_over_rtn"] = {
         b: (sum(v["gptq"]) / len(v["gptq"])) / (sum(v["rtn"]) / len(v["rtn"]))

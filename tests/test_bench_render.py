@@ -61,3 +61,22 @@ def test_quant_gptqmodel_parity_relative_difference():
         {"ours_wiki_ppl": 30.3, "gptqmodel_wiki_ppl": 30.0, "settings": {"bits": 4}, "commands": ["a", "b"]}, "CPU"
     )
     assert any("+1.00%" in x and "not reached" not in x and "reached" in x for x in lines)
+
+
+def test_recovery_standard_error_and_int4_codes_ratio_skip_eager_runs():
+    from bench.int4_codes import ratios
+    from bench.render.quant import _recovery_se, int4_codes
+
+    dense = {"hellaswag": {"acc_norm": 0.45}, "arc_easy": {"acc": 0.55}, "piqa": {"acc": 0.70}}
+    half = {"hellaswag": {"acc_norm": 0.35}, "arc_easy": {"acc": 0.40}, "piqa": {"acc": 0.60}}
+    expect = ((0.35 * 0.65 / 10042) / 0.2**2 + (0.4 * 0.6 / 570) / 0.3**2 + (0.6 * 0.4 / 1838) / 0.2**2) ** 0.5 / 3
+    assert abs(_recovery_se(half, dense) - expect) < 1e-12
+    d = {
+        "decode_tok_s": {"batch1": {"rtn": [100.0, 5.0], "gptq": [98.0, 102.0]}},
+        "decode_mode": {"batch1": {"rtn": ["cuda-graph", "eager"], "gptq": ["cuda-graph", "cuda-graph"]}},
+    }
+    d["ratio_gptq_over_rtn"] = ratios(d)
+    assert d["ratio_gptq_over_rtn"] == {"batch1": 1.0}  # the eager (capture failed) run is left out
+    d |= {"run": {"command": "c", "date": "today"}, "device": "GPU", "layers": 2}
+    text = "\n".join(int4_codes(d))
+    assert "5.0 (eager: capture failed)" in text and "| 1.000 |" in text

@@ -535,3 +535,21 @@ def test_pack_int4_refuses_values_off_the_grid():
     assert torch.equal(format24.pack_int4(on_grid, s), q)
     with pytest.raises(ValueError, match="not code \\* scale|outside"):
         format24.pack_int4(values, s)  # the raw values are not on the grid
+
+
+def test_int4_from_a_bf16_gptq_checkpoint_in_fp32_computes_the_exact_grid_values(tmp_path):
+    """The CPU's fp32: codes are checked in the checkpoint's bf16 (as it was decoded), then computed exactly."""
+    from compress.loading import load
+    from compress.runtime.convert import load_runtime_model
+    from quant.stage import QuantConfig
+
+    _, folder = _quantized_24(tmp_path, QuantConfig("gptq", 4, group_size=128))
+    loaded = load(folder, torch.float32).model
+    runtime, _, names = load_runtime_model(folder, torch.device("cpu"), dtype=torch.float32, int4=True)
+    assert len(names) == 14
+    for name in names:
+        layer, W = runtime.get_submodule(name), loaded.get_submodule(name).weight.detach()
+        assert layer.int4 and layer.scales.dtype == torch.float32
+        V = layer.dense_weight()
+        assert torch.equal(V.to(torch.bfloat16), W.to(torch.bfloat16)), name  # the checkpoint's decode, rounded
+        assert float((V - W).abs().max()) <= float(W.abs().max()) * 2**-8, name

@@ -227,7 +227,116 @@ def notes(gpu: dict | None, cpu: dict | None) -> list[str]:
     return lines
 
 
-def quant(gpu: dict | None, cpu: dict | None) -> list[str]:
+def recoveries(v: dict) -> list[str]:
+    """Zero-shot recovery of every variant that was scored (bench/quant.py --zeroshot)."""
+    scored = [(k, e) for k, e in v.items() if "recovery" in e]
+    if not scored:
+        return []
+    lines = [
+        "Zero-shot recovery (lm-eval on the embedded validation sets, full sets; mean over HellaSwag acc_norm, "
+        "ARC-Easy acc and PIQA acc of (acc − chance) / (dense acc − chance)):",
+        "",
+        "| variant | wiki ppl | recovery | HellaSwag | ARC-Easy | PIQA |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for k, e in scored:
+        sc = e.get("_scores", {})
+        cells = [sc.get(t, {}).get(m) for t, m in (("hellaswag", "acc_norm"), ("arc_easy", "acc"), ("piqa", "acc"))]
+        lines.append(
+            f"| {k} | {_ppl(e['wiki_ppl'])} | {e['recovery']:.3f} | "
+            + " | ".join("—" if c is None else f"{c:.3f}" for c in cells)
+            + " |"
+        )
+    src = v.get("dense", {}).get("scores_source")
+    if src:
+        lines += ["", f"Dense zero-shot scores: {src}."]
+    ses = [(k, _recovery_se(e["_scores"], v["dense"]["_scores"])) for k, e in scored if k != "dense" and "_scores" in e]
+    if ses and "_scores" in v.get("dense", {}):
+        lines += [
+            "",
+            "Binomial standard error of each recovery (validation sets of "
+            + ", ".join(f"{t} {n}" for t, n in TASK_SIZES.items())
+            + " examples): "
+            + ", ".join(f"{k} ±{se:.3f}" for k, se in ses)
+            + ".",
+        ]
+    return [*lines, ""]
+
+
+TASK_SIZES = {"hellaswag": 10042, "arc_easy": 570, "piqa": 1838}  # embedded validation sets (eval/lm_tasks.py)
+CHANCE = {"hellaswag": 0.25, "arc_easy": 0.25, "piqa": 0.5}  # eval/zeroshot.py CHANCE (the renderer imports no torch)
+METRIC = {"hellaswag": "acc_norm", "arc_easy": "acc", "piqa": "acc"}
+
+
+def _recovery_se(scores: dict, dense: dict) -> float:
+    """Standard error of the recovery mean from each task's binomial accuracy error (dense taken as exact)."""
+    var = 0.0
+    for t, n in TASK_SIZES.items():
+        a, d = scores[t][METRIC[t]], dense[t][METRIC[t]]
+        var += a * (1 - a) / n / (d - CHANCE[t]) ** 2
+    return var**0.5 / len(TASK_SIZES)
+
+
+def qat(q: dict, v: dict) -> list[str]:
+    """2:4 + AST + QuEST-QAT (bench/finetune.py variant ast_2of4_quest_w4, copied into quant.json's `qat`)."""
+    ptq = v.get(f"{SPARSE}quest/w4")
+    rec = f", recovery {q['recovery']:.3f}" if "recovery" in q else ", recovery not measured"
+    lines = [
+        f"2:4 + AST + QuEST-QAT w4 (recipe `{q['recipe']}`, `{q['command']}`, {q.get('device', '')}, "
+        f"{q.get('date', '')}): "
+        f"{q['train_tokens']:,} training tokens in {q['train_s']:.0f} s; wiki ppl {_ppl(q['wiki_ppl'])}{rec}"
+        + (f"; the same 2:4 base quantized by QuEST post-training: {_ppl(ptq['wiki_ppl'])}" if ptq else "")
+        + (
+            f"; AST alone (bench/finetune.json, {q['ast_tokens']:,} tokens): {_ppl(q['ast_wiki_ppl'])}"
+            if q.get("ast_wiki_ppl")
+            else ""
+        )
+        + ".",
+        "",
+    ]
+    return lines
+
+
+def int4_codes(d: dict) -> list[str]:
+    """GPTQ vs RTN codes in the runtime's int4 2:4 layout (bench/int4_codes.py)."""
+    run = d["run"]
+    lines = [
+        f"GPTQ codes in the runtime's int4 2:4 layout (`{run['command']}`, {d['device']}, {run['date']}; "
+        f"Llama-2-7B-shaped, {d['layers']} layers, random weights with magnitude 2:4 masks, GPTQ on synthetic "
+        "correlated inputs, each layer's dequantised weight checked equal to GPTQ's bit for bit):",
+        "",
+        "| decode tok/s (runs) | RTN | GPTQ | GPTQ / RTN |",
+        "|---|---:|---:|---:|",
+    ]
+    modes = d.get("decode_mode", {})
+
+    def runs(b: str, name: str) -> str:
+        ms = modes.get(b, {}).get(name, [])
+        return " / ".join(
+            f"{x:.1f}" + (f" ({ms[i]}: capture failed)" if i < len(ms) and ms[i] != "cuda-graph" else "")
+            for i, x in enumerate(d["decode_tok_s"][b][name])
+        )
+
+    for b in d["decode_tok_s"]:
+        ratio = d["ratio_gptq_over_rtn"].get(b)
+        lines.append(f"| {b} | {runs(b, 'rtn')} | {runs(b, 'gptq')} | {'—' if ratio is None else f'{ratio:.3f}'} |")
+    lines += ["", "GPTQ / RTN: mean over the runs replayed from a CUDA graph."]
+    err = d.get("output_error", {})
+    if err:
+        g = sum(e["gptq"] for e in err.values()) / len(err)
+        r = sum(e["rtn"] for e in err.values()) / len(err)
+        lines += [
+            "",
+            f"Layer 0 relative output error on fresh inputs of the calibration distribution, mean over its "
+            f"{len(err)} Linears: GPTQ {g:.4f}, RTN {r:.4f}. GPTQ took {d['gptq_s']:.0f} s.",
+        ]
+    wb = d.get("weight_bytes", {})
+    if wb:
+        lines += [f"Buffers: RTN {wb['rtn'] / 2**30:.2f} GiB, GPTQ {wb['gptq'] / 2**30:.2f} GiB."]
+    return [*lines, ""]
+
+
+def quant(gpu: dict | None, cpu: dict | None, codes: dict | None = None) -> list[str]:
     if not gpu and not cpu:
         return []
     lines = ["## Quantization (issue 15): SmolLM2-135M wiki perplexity, size and time per method and grid", ""]
@@ -268,6 +377,9 @@ def quant(gpu: dict | None, cpu: dict | None) -> list[str]:
         if b:
             head += f": {_ppl(b['wiki_ppl'])}, {b['size_mb']:.0f} MB {fmt}"
         lines += [head + ".", "", *table, ""]
+    lines += recoveries(v)
+    if isinstance(main.get("qat"), dict):
+        lines += qat(main["qat"], v)
     lines += ["Goals:", "", *goals(v), ""]
     times = _times(gpu, cpu)
     if times:
@@ -292,5 +404,7 @@ def quant(gpu: dict | None, cpu: dict | None) -> list[str]:
     for name, d in (("GPU", gpu), ("CPU", cpu)):
         if d and isinstance(d.get("gptqmodel_parity"), dict):
             lines += parity(d["gptqmodel_parity"], name)
+    if codes:
+        lines += int4_codes(codes)
     lines += ["Notes:", "", *notes(gpu, cpu), ""]
     return lines

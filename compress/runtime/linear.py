@@ -139,14 +139,23 @@ class Sparse24Linear(nn.Module):
     def from_linear(
         cls, linear: nn.Linear, keep: torch.Tensor, int4: bool = False, scales: torch.Tensor | None = None, **kw
     ) -> Sparse24Linear:
-        """int4 with `scales` (N, K/128): the weight already holds a quantization stage's symmetric 4-bit values on
-        those scales; they are packed exactly (format24.pack_int4). int4 without: round to nearest."""
+        """int4 with `scales` (N, K/128, the checkpoint's dtype): the weight already holds a quantization stage's
+        symmetric 4-bit values on those scales, decoded in that dtype; they are packed exactly (format24.pack_int4).
+        In a wider compute dtype (fp32 on the CPU) the layer computes scale * code exactly, so its weight is the
+        checkpoint's decoded one before that decode's rounding to the scales' dtype. int4 without: round to
+        nearest."""
         values, meta = format24.pack_24(linear.weight.data, keep)
         bias = None if linear.bias is None else linear.bias.data
         if int4 and scales is not None:
-            scales = scales.to(values.dtype)
-            qweight = format24.pack_int4(values, scales)
-            return cls(linear.in_features, linear.out_features, meta, qweight=qweight, scales=scales, bias=bias, **kw)
+            # the checkpoint decoded scale * code in the scales' dtype (compressed-tensors does), so the codes are
+            # checked there; the layer then computes scale * code in the compute dtype (exactly, in fp32)
+            qweight = format24.pack_int4(values.to(scales.dtype), scales)
+            computed = scales.to(values.dtype)
+            if not torch.equal(computed.to(scales.dtype), scales):
+                raise ValueError(
+                    f"the checkpoint's {scales.dtype} scales do not fit {values.dtype}; load in {scales.dtype}"
+                )
+            return cls(linear.in_features, linear.out_features, meta, qweight=qweight, scales=computed, bias=bias, **kw)
         if int4:
             qweight, scales = format24.quantize_int4(values)
             return cls(linear.in_features, linear.out_features, meta, qweight=qweight, scales=scales, bias=bias, **kw)
