@@ -229,7 +229,7 @@ def quantize_trained(student: nn.Module, masks: dict[str, torch.Tensor], spec) -
     codes = {}
     for name, keep in masks.items():
         W = modules[name].weight
-        W_hat, codes[name] = quantize_weight(spec, W.data, None, keep.to(W.device), W.dtype)
+        W_hat, codes[name], _ = quantize_weight(spec, W.data, None, keep.to(W.device), W.dtype)
         W.data.copy_(W_hat.to(W.dtype))
     _check_final(student, masks)  # the grid has no zero level: the zeros must still come from the mask
     return codes

@@ -12,6 +12,8 @@
           blocksize: 128            # gptq: columns per lazy-update block
           percdamp: 0.01            # gptq: damping, fraction of mean(diag H)
           true_sequential: false    # Linears of a layer in forward order (gptq `--true-sequential`)
+          pattern: null             # gptq: "2:4" (any N:M) chooses the mask in the same sweep (sparsegpt's joint
+                                    # fasterprune with a quantizer); no prune stage before it then
           hadamard_block: 128       # quest: orthonormal block Hadamard rotation along in-features (0: none)
           outlier_fraction: 0.0045  # squeezellm: range outliers kept in fp16 CSR (0 for dense-only)
           sensitive_fraction: 0.0005  # squeezellm: top-Fisher entries kept in fp16 CSR
@@ -55,6 +57,7 @@ EXPECTED = {
     "quant.hadamard_block": "an integer: a power of two dividing every in-features (128, 64, 32), or 0",
     "quant.strategy": f"a string, one of {', '.join(STRATEGIES)}",
     "quant.ignore": "a list of strings (regexes of Linear names), e.g. ['.*mlp.down_proj']",
+    "quant.pattern": "null or a string 'N:M' such as '2:4'",
 }
 
 
@@ -75,6 +78,7 @@ class QuantConfig:
     kmeans_iters: int = 50
     fisher_samples: int | None = None
     ignore: tuple[str, ...] = ()
+    pattern: str | None = None
 
     def __post_init__(self) -> None:
         check_types(self, "quant", EXPECTED)
@@ -82,6 +86,11 @@ class QuantConfig:
             raise ValueError(f"quant.method {self.method!r} is unknown; allowed: {', '.join(QUANT_METHODS)}")
         if self.fisher_samples is not None:
             positive("quant.fisher_samples", self.fisher_samples)
+        if self.pattern is not None and self.method != "gptq":
+            raise ValueError(
+                f"quant.pattern (a mask chosen while quantizing) needs method gptq, not {self.method}; for "
+                f"{self.method} put a prune stage before the quant stage"
+            )
         for pat in self.ignore:
             try:
                 re.compile(pat)
@@ -105,7 +114,19 @@ class QuantConfig:
             return DenseSparseSpec(self.bits, self.outlier_fraction, self.sensitive_fraction, self.kmeans_iters)
         if self.method == "rtn":
             return RTNConfig(self.quant_spec)
-        return GPTQConfig(self.quant_spec, self.blocksize, self.percdamp, self.act_order)
+        return GPTQConfig(self.quant_spec, self.blocksize, self.percdamp, self.act_order, self.nm_pattern)
+
+    @property
+    def nm_pattern(self):
+        """quant.pattern as an NM (None without one); ValueError for anything but 'N:M'."""
+        if self.pattern is None:
+            return None
+        from prune.config import NM, parse_pattern
+
+        nm = parse_pattern(self.pattern, None) if str(self.pattern).strip().lower() != "unstructured" else None
+        if not isinstance(nm, NM):
+            raise ValueError(f"pattern {self.pattern!r} is not N:M; joint GPTQ chooses N:M masks such as '2:4'")
+        return nm
 
     def describe(self) -> str:
         if self.method == "quest":
@@ -115,12 +136,21 @@ class QuantConfig:
             return f"squeezellm w{self.bits} lut" + (f" + {sparse:.2%} fp16 outliers" if sparse else ", dense only")
         s = self.quant_spec
         grid = f"g{s.group_size}" if s.strategy == "group" else f" per {s.strategy}"
-        return f"{self.method} w{s.bits}{grid}{'' if s.symmetric else ' asym'}"
+        joint = f" + {self.pattern} chosen in the sweep" if self.pattern else ""
+        return f"{self.method} w{s.bits}{grid}{'' if s.symmetric else ' asym'}{joint}"
 
     def check_after(self, earlier: tuple) -> None:
         """Quantization is the last change to the weights: a quant stage takes at most one place in a recipe."""
         if any(isinstance(s, QuantConfig) for s in earlier):
             raise ValueError("a recipe quantizes once; keep one quant stage")
+        if self.pattern is not None:
+            from prune.stage import PruneConfig
+
+            if any(isinstance(s, PruneConfig) for s in earlier):
+                raise ValueError(
+                    "quant.pattern chooses the mask while quantizing, but an earlier prune stage already chose one; "
+                    "drop the prune stage or quant.pattern"
+                )
         if any(getattr(s, "qat", "none") != "none" for s in earlier):
             raise ValueError(
                 "the finetune stage's QAT already quantized the weights; drop the quant stage (a recipe quantizes once)"
@@ -153,10 +183,17 @@ def quantize_linear(method, name: str, lin: nn.Linear, records, stats) -> dict:
     record = records.setdefault(name, LinearRecord(tuple(W.shape)))
     keep = record.mask
     keep = None if keep is None else keep.to(W.device)
+    if keep is not None and getattr(method, "pattern", None) is not None:
+        raise UserError(
+            f"{name} is already pruned (its record has a {record.pattern} mask, e.g. from a 2:4 --model checkpoint); "
+            "quant.pattern would choose a second mask: drop quant.pattern"
+        )
     try:
-        W_hat, codes = quantize_weight(method, W, stats, keep, W.dtype)
+        W_hat, codes, chosen = quantize_weight(method, W, stats, keep, W.dtype)
     except ValueError as e:  # e.g. a Hessian that no damping makes positive definite
         raise UserError(f"{name}: {e}") from None
+    if chosen is not None:  # joint GPTQ: the sweep chose the N:M mask, the record keeps it (exported as 2:4)
+        record.set_mask(method.pattern, chosen.cpu())
     # the model's dtype rounds scale * (code - zero) once, as compressed-tensors' decompression in that dtype does
     lin.weight.data.copy_(W_hat.to(W.dtype))
     record.quant = codes

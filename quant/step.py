@@ -1,9 +1,11 @@
 """One quantization step for one Linear weight, dispatched on the method's config type (like prune/step.py).
 
-`quantize_weight(method, W, stats, keep, scale_dtype) -> (W_hat fp32, codes)`: W_hat is exactly `codes.decode()`,
-the weight the model computes with and the export writes. `keep` is the Linear's recorded keep-mask (a 2:4 or
-pruned layer, else None): its zeros survive exactly. `scale_dtype`: the dtype the export stores scales in; scales
-are rounded to it before the weight is computed, so the exported checkpoint decodes to the evaluated weights.
+`quantize_weight(method, W, stats, keep, scale_dtype) -> (W_hat fp32, codes, chosen)`: W_hat is exactly
+`codes.decode()`, the weight the model computes with and the export writes. `keep` is the Linear's recorded
+keep-mask (a 2:4 or pruned layer, else None): its zeros survive exactly. `chosen`: the keep-mask the method chose
+itself (GPTQ with an N:M `pattern`: joint pruning and quantization in one sweep), else None. `scale_dtype`: the
+dtype the export stores scales in; scales are rounded to it before the weight is computed, so the exported
+checkpoint decodes to the evaluated weights.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def _(method: RTNConfig, W, stats, keep, scale_dtype):
     scale, zero = quant_params(Wk, spec)
     scale = round_scale(scale, scale_dtype)
     codes = quantize(Wk, scale, zero, spec)
-    return dequantize(codes, scale, zero, spec), UniformCodes.of(codes, scale, zero, spec)
+    return dequantize(codes, scale, zero, spec), UniformCodes.of(codes, scale, zero, spec), None
 
 
 @quantize_weight.register
@@ -83,9 +85,11 @@ def _(method: GPTQConfig, W, stats, keep, scale_dtype):
         percdamp=method.percdamp,
         act_order=method.act_order,
         keep=keep,
+        pattern=method.pattern if keep is None else None,
         scale_dtype=scale_dtype,
     )
-    return r.W, UniformCodes.of(r.codes, r.scale, r.zero, method.spec)
+    chosen = r.keep if keep is None and method.pattern is not None else None
+    return r.W, UniformCodes.of(r.codes, r.scale, r.zero, method.spec), chosen
 
 
 @quantize_weight.register
@@ -99,7 +103,7 @@ def _(method: QuestSpec, W, stats, keep, scale_dtype):
         r.scale.float().cpu(),
         None if keep is None else pack_mask(keep),
     )
-    return r.W_hat, codes
+    return r.W_hat, codes, None
 
 
 @quantize_weight.register
@@ -118,4 +122,4 @@ def _(method: DenseSparseSpec, W, stats, keep, scale_dtype):
         r.values.cpu(),
         None if keep is None else pack_mask(keep.cpu()),
     )
-    return r.W, codes
+    return r.W, codes, None

@@ -220,3 +220,37 @@ def test_squeezellm_fisher_of_a_non_finite_model_stops_with_the_linear_name():
         model.model.layers[1].mlp.up_proj.weight[0, 0] = float("nan")
     with pytest.raises(UserError, match=r"non-finite gradient for model.layers.\d.*window 0"):
         _quantize(model, QuantConfig("squeezellm", 4, fisher_samples=1))
+
+
+def test_joint_gptq_chooses_2of4_in_the_sweep_and_records_it(tmp_path):
+    """quant.pattern '2:4': sparsegpt's joint prune + quantize; the chosen masks land in the records, the weights
+    are exactly 2:4 and on the grid, and the export carries the 2:4 structure."""
+    import json
+
+    from compress.records import with_pattern
+    from tests.test_quant_checkpoint import _export_and_load
+
+    model = tiny_llama()
+    _, records = _quantize(model, QuantConfig("gptq", 4, group_size=32, pattern="2:4"))
+    assert len(with_pattern(records, NM(2, 4))) == 14
+    _check_records(model, records)  # codes decode to the weight, nothing nonzero outside the mask
+    for name, r in records.items():
+        assert satisfies_nm(model.get_submodule(name).weight.detach(), 2, 4), name
+        assert int(r.mask.sum()) == r.mask.numel() // 2, name  # exactly 2 kept of every 4
+    out, loaded = _export_and_load(tmp_path, model, records, torch.float32)
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert qc["sparsity_config"]["sparsity_structure"] == "2:4"
+    assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_joint_gptq_pattern_is_refused_where_it_cannot_apply():
+    with pytest.raises(ValueError, match="quant.pattern .* needs method gptq, not rtn"):
+        QuantConfig("rtn", 4, pattern="2:4")
+    with pytest.raises(ValueError, match="is not N:M"):
+        QuantConfig("gptq", 4, pattern="unstructured")
+    with pytest.raises(ValueError, match=r"stages\[1\].quant: quant.pattern chooses the mask while quantizing"):
+        recipe_from_dict({"stages": [{"prune": {"pattern": "2:4"}}, {"quant": {"method": "gptq", "pattern": "2:4"}}]})
+    pruned = tiny_llama()
+    records = prune_model(pruned, _ids(), PruneConfig("wanda", "2:4"), CPU, progress=False).records
+    with pytest.raises(UserError, match="already pruned .* drop quant.pattern"):
+        _quantize(pruned, QuantConfig("gptq", 4, group_size=32, pattern="2:4"), records)
