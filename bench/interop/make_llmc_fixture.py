@@ -92,6 +92,30 @@ def versions() -> dict:
     return {p: version(p) for p in pkgs} | {"python": platform.python_version()}
 
 
+def compressed_by_oneshot(dims: dict, recipe, oneshot):
+    """A seeded random bf16 Llama of `dims`, compressed by llm-compressor's `oneshot` with `recipe` on NSAMPLES
+    seeded random windows of SEQLEN ids (sequential pipeline)."""
+    import torch
+    from datasets import Dataset
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(SEED)
+    model = LlamaForCausalLM(LlamaConfig(**dims, torch_dtype="bfloat16")).to(torch.bfloat16).eval()
+    g = torch.Generator().manual_seed(SEED)
+    ids = torch.randint(0, dims["vocab_size"], (NSAMPLES, SEQLEN), generator=g)
+    dataset = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
+    oneshot(
+        model=model,
+        dataset=dataset,
+        processor=char_tokenizer(),
+        recipe=recipe,
+        num_calibration_samples=NSAMPLES,
+        max_seq_length=SEQLEN,
+        pipeline="sequential",
+    )
+    return model
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -110,8 +134,6 @@ def main() -> None:
         return main_w4a16(args)
 
     import torch
-    from datasets import Dataset
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     try:
         from llmcompressor import oneshot
@@ -119,21 +141,8 @@ def main() -> None:
     except ImportError:
         sys.exit("llmcompressor is not installed here; run this in the side env (python bench/interop.py --setup-only)")
 
-    torch.manual_seed(SEED)
-    model = LlamaForCausalLM(LlamaConfig(**DIMS, torch_dtype="bfloat16")).to(torch.bfloat16).eval()
-    g = torch.Generator().manual_seed(SEED)
-    ids = torch.randint(0, DIMS["vocab_size"], (NSAMPLES, SEQLEN), generator=g)
-    dataset = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
     recipe = SparseGPTModifier(sparsity=0.5, mask_structure="2:4", targets=["Linear"], ignore=["re:.*lm_head"])
-    oneshot(
-        model=model,
-        dataset=dataset,
-        processor=char_tokenizer(),
-        recipe=recipe,
-        num_calibration_samples=NSAMPLES,
-        max_seq_length=SEQLEN,
-        pipeline="sequential",
-    )
+    model = compressed_by_oneshot(DIMS, recipe, oneshot)
 
     out: Path = args.out
     shutil.rmtree(out, ignore_errors=True)
@@ -177,8 +186,6 @@ def main() -> None:
 def main_w4a16(args) -> None:
     """--variant 2of4-w4a16: SparseGPT 2:4 then GPTQ W4A16 (symmetric, group 128), saved pack-quantized."""
     import torch
-    from datasets import Dataset
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     try:
         from llmcompressor import oneshot
@@ -187,12 +194,6 @@ def main_w4a16(args) -> None:
     except ImportError:
         sys.exit("llmcompressor is not installed here; run this in the side env (python bench/interop.py --setup-only)")
 
-    dims = DIMS_W4A16
-    torch.manual_seed(SEED)
-    model = LlamaForCausalLM(LlamaConfig(**dims, torch_dtype="bfloat16")).to(torch.bfloat16).eval()
-    g = torch.Generator().manual_seed(SEED)
-    ids = torch.randint(0, dims["vocab_size"], (NSAMPLES, SEQLEN), generator=g)
-    dataset = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
     recipe = [
         SparseGPTModifier(sparsity=0.5, mask_structure="2:4", targets=["Linear"], ignore=["re:.*lm_head"]),
         GPTQModifier(
@@ -200,15 +201,7 @@ def main_w4a16(args) -> None:
             ignore=["lm_head"],
         ),
     ]
-    oneshot(
-        model=model,
-        dataset=dataset,
-        processor=char_tokenizer(),
-        recipe=recipe,
-        num_calibration_samples=NSAMPLES,
-        max_seq_length=SEQLEN,
-        pipeline="sequential",
-    )
+    model = compressed_by_oneshot(DIMS_W4A16, recipe, oneshot)
 
     out: Path = args.out
     shutil.rmtree(out, ignore_errors=True)
@@ -229,7 +222,7 @@ def main_w4a16(args) -> None:
     stored = load_file(out / "model.safetensors")
     plain = {k: v for k, v in stored.items() if k in keys}
     packed = sorted(k.removesuffix(".weight_packed") for k in stored if k.endswith(".weight_packed"))
-    assert len(packed) == 7 * dims["num_hidden_layers"], packed  # every decoder Linear quantized, lm_head not
+    assert len(packed) == 7 * DIMS_W4A16["num_hidden_layers"], packed  # every decoder Linear quantized, lm_head not
     assert set(keys) == set(plain) | {f"{m}.weight" for m in packed}, "a model tensor is neither stored nor packed"
     fresh.load_state_dict(plain, strict=False)
     ModelCompressor.from_pretrained(str(out)).decompress(str(out), fresh)  # the packed Linears, int4 decompressed
@@ -260,7 +253,7 @@ def main_w4a16(args) -> None:
         "variant": args.variant,
         "versions": versions(),
         "seed": SEED,
-        "model": {"class": "LlamaForCausalLM", "dtype": "bfloat16", **dims},
+        "model": {"class": "LlamaForCausalLM", "dtype": "bfloat16", **DIMS_W4A16},
         "calibration": f"{NSAMPLES} x {SEQLEN} random token ids (torch.Generator seed {SEED})",
         "recipe": "oneshot([SparseGPTModifier(sparsity=0.5, mask_structure='2:4', targets=['Linear'], "
         "ignore=['re:.*lm_head']), GPTQModifier(config_groups={'group_0': {'targets': ['Linear'], 'weights': "
