@@ -9,15 +9,22 @@ Every variant is `python -m compress run` with a quant stage on one of two bases
 a multiple of 128, so its grids are group 64 (and group 32, labelled: the GGUF source is already Q4_1 at group 32,
 so a 4-bit group-32 grid partly re-finds the source's own grid). QuEST and SqueezeLLM have one scale or table per
 output row, so their grids are the bit width alone. The JSON is written after every variant; a call
-cut short keeps what is finished, and a rerun skips variants whose checkpoint exists.
+cut short keeps what is finished, and a rerun skips variants whose checkpoint exists and scores already scored
+for that same checkpoint (`scores_of`: the sha256 of its report.json). `--score-workers N` scores zero-shot in N
+spawned processes while the main process goes on building (lm-eval's request building is single-threaded
+Python, so on a many-core GPU host N variants score in the time of one); the entries then carry
+`score_workers`, since their build timings ran beside the scoring.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import multiprocessing
 import sys
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -40,6 +47,8 @@ GRIDS = {  # name -> quant settings: uniform grids (rtn, gptq), or bits alone (p
 METHODS = {  # name -> (quant settings, its grids)
     "rtn": ({"method": "rtn"}, ("w4g64", "w3g64", "w4g32")),
     "gptq": ({"method": "gptq"}, ("w4g64", "w3g64", "w4g32")),
+    # asymmetric (min-max, zero point) like the GGUF source's Q4_1: at w4g32 it can re-find the source's grid
+    "rtn_asym": ({"method": "rtn", "symmetric": False}, ("w4g32",)),
     "quest": ({"method": "quest", "hadamard_block": 64}, ("w4", "w3")),
     "squeezellm_dense": ({"method": "squeezellm", "outlier_fraction": 0.0, "sensitive_fraction": 0.0}, ("w4", "w3")),
     "squeezellm_dense_sparse": ({"method": "squeezellm"}, ("w4", "w3")),
@@ -62,6 +71,11 @@ def make(model: str, folder: Path, rec, device) -> dict:
     if not (folder / "report.json").exists():
         run(RunConfig(model, rec, device=str(device)), folder, progress=False, log=print)
     return json.loads((folder / "report.json").read_text())
+
+
+def report_id(folder: Path) -> str:
+    """Which build of a variant's checkpoint a set of scores belongs to (the report holds its timings)."""
+    return hashlib.sha256((folder / "report.json").read_bytes()).hexdigest()[:16]
 
 
 def zeroshot(folder: Path, device, dtype, batch_size: int, limit: int | None) -> dict:
@@ -95,11 +109,24 @@ def main() -> None:
     )
     p.add_argument("--limit", type=int, help="zero-shot examples per task (default: full validation sets)")
     p.add_argument("--batch-size", type=int, default=64, help="lm-eval batch size")
+    p.add_argument("--score-workers", type=int, default=0, help="zero-shot in N processes beside the builds")
     p.add_argument("--nsamples", type=int, default=128)
     p.add_argument("--seqlen", type=int, default=2048)
     p.add_argument("--eval-max-windows", type=int, help="perplexity windows (default: all)")
     p.add_argument("--json", type=Path, default=Path("bench/quant.json"))
+    p.add_argument(
+        "--timings-from",
+        type=Path,
+        help="rewrite --json only: variants built beside zero-shot workers take the build timings of the same "
+        "variant in this file when it was built alone (each then names that run in `timing_source`)",
+    )
     args = p.parse_args()
+    if args.timings_from:
+        new = json.loads(args.json.read_text())
+        n = uncontended_timings(new["variants"], json.loads(args.timings_from.read_text())["variants"])
+        write(args.json, new["variants"], {k: v for k, v in new.items() if k != "variants"}, ran_here=False)
+        print(f"{n} variants took their timings from {args.timings_from}")
+        return
     device = resolve_device(args.device)
     dtype = resolve_dtype("auto", device)
     cal = {"nsamples": args.nsamples, "seqlen": args.seqlen}
@@ -112,9 +139,29 @@ def main() -> None:
         "eval_max_windows": args.eval_max_windows,
         "command": "python " + " ".join(sys.argv),
         "date": time.strftime("%Y-%m-%d"),
+        **({"score_workers": args.score_workers} if args.score_workers else {}),
     }
     wanted_zs = {k for k in args.zeroshot.split(",") if k}
     only = {k for k in args.only.split(",") if k}
+
+    pool = (
+        ProcessPoolExecutor(args.score_workers, mp_context=multiprocessing.get_context("spawn"))
+        if args.score_workers
+        else None
+    )
+    pending: dict[str, Future] = {}
+
+    def scored(key: str, scores: dict, of: str) -> None:
+        variants[key].update({"_scores": scores, "zeroshot_limit": args.limit, "scores_of": of})
+        variants[key].pop("scores_source", None)
+        write(args.json, variants, old)
+        print(f"{key}: scored", flush=True)
+
+    def collect(block: bool = False) -> None:
+        for key, (fut, of) in list(pending.items()):
+            if block or fut.done():
+                scored(key, fut.result(), of)
+                del pending[key]
 
     def record(key: str, folder: Path, report: dict, extra: dict) -> None:
         entry = {
@@ -125,14 +172,19 @@ def main() -> None:
             **meta,
             **extra,
         }
-        if key in wanted_zs:
-            entry["_scores"] = zeroshot(folder, device, dtype, args.batch_size, args.limit)
-            entry["zeroshot_limit"] = args.limit
-        elif "_scores" in variants.get(key, {}) and variants[key].get("zeroshot_limit") == args.limit:
-            entry["_scores"] = variants[key]["_scores"]
+        prev, of = variants.get(key, {}), report_id(folder)
+        fresh = "_scores" in prev and prev.get("zeroshot_limit") == args.limit
+        if fresh and (key not in wanted_zs or prev.get("scores_of") == of):
+            entry.update({k: prev[k] for k in ("_scores", "zeroshot_limit", "scores_of", "scores_source") if k in prev})
         variants[key] = entry
         print(f"{key}: wiki {entry['wiki_ppl']:.3f}, {entry['size_mb']} MB", flush=True)
         write(args.json, variants, old)
+        if key in wanted_zs and entry.get("scores_of") != of:
+            if pool is None:
+                scored(key, zeroshot(folder, device, dtype, args.batch_size, args.limit), of)
+            else:
+                pending[key] = (pool.submit(zeroshot, folder, device, dtype, args.batch_size, args.limit), of)
+        collect()
 
     dense = args.work / "dense"
     rep = make("smollm2-135m", dense, recipe("dense", [], cal, args.seqlen, args.eval_max_windows), device)
@@ -164,9 +216,31 @@ def main() -> None:
                     rep,
                     {"quant_s": rep["timings_s"].get("quant"), "base": base, "method": method, "grid": grid},
                 )
+    collect(block=True)
 
 
-def write(path: Path, variants: dict, old: dict) -> None:
+def uncontended_timings(variants: dict, alone: dict) -> int:
+    """Give each variant timed beside zero-shot workers (`score_workers`) the timings of the same variant (same
+    base, method and grid: the same recipe) built alone in `alone`; its own contended timings stay under
+    `time_s_beside_scoring`. Returns how many variants changed."""
+    n = 0
+    for key, e in variants.items():
+        a = alone.get(key)
+        if not e.get("score_workers") or a is None or a.get("score_workers") or "timing_source" in e:
+            continue
+        if "/" in key and any(a.get(f) != e.get(f) for f in ("base", "method", "grid")):
+            continue
+        e["time_s_beside_scoring"] = e["time_s"]
+        e["time_s"] = a["time_s"]
+        for f in ("quant_s", "prune_s"):
+            if f in e:
+                e[f] = a.get(f)
+        e["timing_source"] = {"command": a["command"], "date": a["date"], "wiki_ppl": a["wiki_ppl"]}
+        n += 1
+    return n
+
+
+def write(path: Path, variants: dict, old: dict, ran_here: bool = True) -> None:
     dense = variants.get("dense", {}).get("_scores")
     for entry in variants.values():
         if dense and "_scores" in entry:
@@ -187,7 +261,8 @@ def write(path: Path, variants: dict, old: dict) -> None:
             table["size_mb"][k] = variants[k]["size_mb"]
             if "recovery" in variants[k]:
                 table["recovery"][k] = variants[k]["recovery"]
-    save(path, {**old, **table, "variants": variants, "run": {**old.get("run", {}), **run_meta()}})
+    run = {**old.get("run", {}), **(run_meta() if ran_here else {})}  # rewriting a file keeps its machine
+    save(path, {**old, **table, "variants": variants, "run": run})
 
 
 if __name__ == "__main__":

@@ -80,3 +80,40 @@ def test_recovery_standard_error_and_int4_codes_ratio_skip_eager_runs():
     d |= {"run": {"command": "c", "date": "today"}, "device": "GPU", "layers": 2}
     text = "\n".join(int4_codes(d))
     assert "5.0 (eager: capture failed)" in text and "| 1.000 |" in text
+
+
+def test_uncontended_timings_take_the_lone_build_and_mark_the_rest():
+    from bench.quant import uncontended_timings
+    from bench.render.quant import _time_cell
+
+    lone = {"time_s": {"quant": 40.0}, "quant_s": 40.0, "command": "c0", "date": "d0", "wiki_ppl": 38.0}
+    alone = {"gptq/w4g64": lone | {"base": "dense", "method": "gptq", "grid": "w4g64"}}
+    new = {
+        k: {"time_s": {"quant": 66.0}, "quant_s": 66.0, "score_workers": 4, "wiki_ppl": 38.0}
+        | {"base": "dense", "method": "gptq", "grid": g}
+        for k, g in (("gptq/w4g64", "w4g64"), ("gptq/w4g32", "w4g32"))
+    }
+    new["plain"] = {"time_s": {}, "quant_s": 2.0}  # built alone already: untouched
+    assert uncontended_timings(new, alone) == 1
+    e = new["gptq/w4g64"]
+    assert e["quant_s"] == 40.0 and e["time_s"] == {"quant": 40.0} and e["time_s_beside_scoring"] == {"quant": 66.0}
+    assert e["timing_source"] == {"command": "c0", "date": "d0", "wiki_ppl": 38.0}
+    assert uncontended_timings(new, alone) == 0  # idempotent
+    assert _time_cell(e) == "40.0" and _time_cell(new["gptq/w4g32"]) == "66.0\\*" and _time_cell(None) == "—"
+    alone["gptq/w4g32"] = dict(alone["gptq/w4g64"], grid="w4g64")  # another recipe under the same key: refused
+    assert uncontended_timings(new, alone) == 0
+
+
+def test_recovery_tables_carry_the_standard_error_and_list_the_unscored():
+    from bench.render.quant import _recovery_se, recoveries
+
+    dense = {"hellaswag": {"acc_norm": 0.45}, "arc_easy": {"acc": 0.55}, "piqa": {"acc": 0.70}}
+    half = {"hellaswag": {"acc_norm": 0.35}, "arc_easy": {"acc": 0.40}, "piqa": {"acc": 0.60}}
+    v = _qv(dense=20.0, rtn__w4g64=30.0, gptq__w4g64=31.0)
+    v["dense"] |= {"_scores": dense, "recovery": 1.0}
+    v["rtn/w4g64"] |= {"_scores": half, "recovery": 0.5}
+    text = "\n".join(recoveries(v))
+    assert f"| RTN | 0.500 ± {_recovery_se(half, dense):.3f} |" in text
+    assert "GPTQ" not in text.split("Task scores")[0]  # no scored GPTQ variant: no row
+    assert "Not scored: gptq/w4g64." in text
+    assert recoveries(_qv(dense=20.0)) == []

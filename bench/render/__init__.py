@@ -62,7 +62,7 @@ def render() -> str:
         lines += finetune.finetune(ft)
     q_gpu, q_cpu = _read("quant.json"), _read("quant_cpu.json")
     if q_gpu or q_cpu:
-        lines += quant.quant(q_gpu, q_cpu, _read("int4_codes.json"))
+        lines += quant.quant(q_gpu, q_cpu, _read("int4_codes.json"), (_read("kmeans.json"), _read("kmeans_cpu.json")))
     if cn := _read("cpu_numerics.json"):
         lines += cpu_numerics.cpu_numerics(cn)
     if io := _read("interop.json"):

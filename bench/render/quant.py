@@ -4,6 +4,7 @@ from __future__ import annotations
 
 METHODS = {
     "rtn": "RTN",
+    "rtn_asym": "RTN asymmetric",
     "gptq": "GPTQ",
     "quest": "QuEST",
     "squeezellm_dense": "SqueezeLLM dense-only",
@@ -142,9 +143,28 @@ def _times(gpu: dict | None, cpu: dict | None) -> list[str]:
     ]
     for k in keys:
         m, g = k.split("/")
-        cells = [v[k]["quant_s"] if k in v and v[k].get("quant_s") is not None else None for v in files]
-        lines.append(f"| {METHODS[m]} | {g} | " + " | ".join("—" if s is None else f"{s:.1f}" for s in cells) + " |")
+        cells = [_time_cell(v.get(k)) for v in files]
+        lines.append(f"| {METHODS[m]} | {g} | " + " | ".join(cells) + " |")
+    beside = sorted({v[k]["score_workers"] for v in files for k in keys if k in v and _beside_scoring(v[k])})
+    if beside:
+        lines += [
+            "",
+            f"\\* built beside {'/'.join(map(str, beside))} zero-shot scoring processes on the same host "
+            "(bench/quant.py --score-workers), so slower than alone; the other cells are builds that ran alone "
+            "(a variant rebuilt beside the scoring keeps its earlier lone build's timings, `timing_source` in the "
+            "results file).",
+        ]
     return lines
+
+
+def _beside_scoring(e: dict) -> bool:
+    return bool(e.get("score_workers")) and "timing_source" not in e
+
+
+def _time_cell(e: dict | None) -> str:
+    if e is None or e.get("quant_s") is None:
+        return "—"
+    return f"{e['quant_s']:.1f}" + ("\\*" if _beside_scoring(e) else "")
 
 
 def parity(p: dict, where: str) -> list[str]:
@@ -181,10 +201,18 @@ def notes(gpu: dict | None, cpu: dict | None) -> list[str]:
     lines = [
         "- SmolLM2's in-features 576 is not a multiple of 128, so group 64 replaces the usual group 128 "
         "(compressed-tensors requires the group size to divide the columns).",
-        "- The GGUF source is already Q4_1 (4-bit, group 32): the 4-bit figures partly re-find the source's own "
-        'grid, and a w4g32 column is labelled "source grid"'
+        "- The GGUF source is already Q4_1 (4-bit, group 32): every 4-bit figure starts from weights that already "
+        'sit on a 4-bit grid, which flatters it; the w4g32 column is labelled "source grid" for its group size'
         + ("." if any(k.endswith("/w4g32") for k in v) else " (none was run in these files)."),
     ]
+    cv = (cpu or {}).get("variants", {})
+    sym, asym, dense = (_ppl_of(cv, k) for k in ("rtn/w4g32", "rtn_asym/w4g32", "dense"))
+    if None not in (sym, asym, dense):
+        lines.append(
+            "- No 4-bit grid of compressed-tensors' kinds holds the source exactly: Q4_1 stores x = d·q + m with a "
+            "float minimum m per block of 32, while an asymmetric int grid is s·(q − z) with an integer zero point "
+            f"z. CPU, same group 32: RTN symmetric {_ppl(sym)}, RTN asymmetric {_ppl(asym)}, dense {_ppl(dense)}."
+        )
     g = v.get("gptq/w4g64")
     share = (
         f": {EMBED_PARAMS * 2 / 1e6 / g['size_mb']:.0%} of the {g['size_mb']:.0f} MB GPTQ w4g64 one"
@@ -222,24 +250,77 @@ def notes(gpu: dict | None, cpu: dict | None) -> list[str]:
         worse = [p for p in pairs if p[1] > p[2]]
         figures = "; ".join(f"{n}: GPTQ {_ppl(g)} vs RTN {_ppl(r)}" for n, g, r in pairs)
         if len(worse) == len(pairs):
-            lines.append(f"- GPTQ w4g64 is worse than RTN w4g64 on this model ({figures}).")
+            line = f"- GPTQ w4g64 is worse than RTN w4g64 on this model ({figures})"
         elif worse:
-            lines.append(
-                f"- GPTQ w4g64 against RTN w4g64 on this model: worse in {len(worse)} of the runs ({figures})."
-            )
+            line = f"- GPTQ w4g64 against RTN w4g64 on this model: worse in {len(worse)} of the runs ({figures})"
         else:
-            lines.append(f"- GPTQ w4g64 beats RTN w4g64 on this model ({figures}).")
+            line = f"- GPTQ w4g64 beats RTN w4g64 on this model ({figures})"
+        par = next((d["gptqmodel_parity"] for d in (gpu, cpu) if d and "gptqmodel_parity" in d), None)
+        if par and cv.get("rtn/w4g64") and par.get("gptqmodel_wiki_ppl"):
+            line += (
+                f"; GPTQModel's own GPTQ gives {_ppl(par['gptqmodel_wiki_ppl'])} on the CPU protocol's model "
+                f"(RTN {_ppl(_ppl_of(cv, 'rtn/w4g64'))} there), so it is the method's behaviour on this Q4_1-derived "
+                "model, not ours"
+            )
+        rec = [
+            f"{g} {v[f'gptq/{g}']['recovery']:.3f} vs {v[f'rtn/{g}']['recovery']:.3f}"
+            for g in GRIDS
+            if "recovery" in v.get(f"gptq/{g}", {}) and "recovery" in v.get(f"rtn/{g}", {})
+        ]
+        if rec:
+            line += ". Recovery, GPTQ vs RTN: " + ", ".join(rec)
+        lines.append(line + ".")
+    return lines
+    return lines
+
+
+def _recovery_table(v: dict, prefix: str) -> list[str]:
+    """Method rows x grid columns, cells 'recovery ± binomial SE', of the scored variants on one base."""
+    dense = v.get("dense", {}).get("_scores")
+    keys = [k for k in v if k.startswith(prefix) and "/" in k[len(prefix) :] and "recovery" in v[k]]
+    if not keys or not dense:
+        return []
+    grids = [g for g in GRIDS if any(k.split("/")[1] == g for k in keys)]
+    methods = [m for m in METHODS if any(k[len(prefix) :].split("/")[0] == m for k in keys)]
+
+    def cell(k: str) -> str:
+        e = v.get(k)
+        if e is None or "recovery" not in e:
+            return "—"
+        return f"{e['recovery']:.3f} ± {_recovery_se(e['_scores'], dense):.3f}"
+
+    lines = ["| method | " + " | ".join(GRIDS[g] for g in grids) + " |", "|---|" + "---:|" * len(grids)]
+    for m in methods:
+        lines.append(f"| {METHODS[m]} | " + " | ".join(cell(f"{prefix}{m}/{g}") for g in grids) + " |")
     return lines
 
 
 def recoveries(v: dict) -> list[str]:
-    """Zero-shot recovery of every variant that was scored (bench/quant.py --zeroshot)."""
+    """Zero-shot recovery of every variant that was scored (bench/quant.py --zeroshot): per base a method x grid
+    table, then each variant's task scores."""
     scored = [(k, e) for k, e in v.items() if "recovery" in e]
-    if not scored:
+    if not scored or "_scores" not in v.get("dense", {}):
         return []
     lines = [
         "Zero-shot recovery (lm-eval on the embedded validation sets, full sets; mean over HellaSwag acc_norm, "
-        "ARC-Easy acc and PIQA acc of (acc − chance) / (dense acc − chance)):",
+        "ARC-Easy acc and PIQA acc of (acc − chance) / (dense acc − chance)). Cell: recovery ± its binomial "
+        "standard error (validation sets of "
+        + ", ".join(f"{t} {n}" for t, n in TASK_SIZES.items())
+        + " examples; the dense scores taken as exact). — = not scored.",
+        "",
+    ]
+    for prefix, base in BASES.items():
+        table = _recovery_table(v, prefix)
+        if table:
+            b = v.get(base, {})
+            head = "Dense base" if not prefix else "SparseGPT 2:4 base"
+            if "recovery" in b:
+                head += f" (itself {b['recovery']:.3f})"
+            lines += [head + ":", "", *table, ""]
+    order = {k: i for i, k in enumerate(f"{p}{m}/{g}" for p in BASES for m in METHODS for g in GRIDS)}
+    scored.sort(key=lambda ke: (ke[0] not in BASES.values(), order.get(ke[0], -1)))
+    lines += [
+        "Task scores:",
         "",
         "| variant | wiki ppl | recovery | HellaSwag | ARC-Easy | PIQA |",
         "|---|---:|---:|---:|---:|---:|",
@@ -255,16 +336,9 @@ def recoveries(v: dict) -> list[str]:
     src = v.get("dense", {}).get("scores_source")
     if src:
         lines += ["", f"Dense zero-shot scores: {src}."]
-    ses = [(k, _recovery_se(e["_scores"], v["dense"]["_scores"])) for k, e in scored if k != "dense" and "_scores" in e]
-    if ses and "_scores" in v.get("dense", {}):
-        lines += [
-            "",
-            "Binomial standard error of each recovery (validation sets of "
-            + ", ".join(f"{t} {n}" for t, n in TASK_SIZES.items())
-            + " examples): "
-            + ", ".join(f"{k} ±{se:.3f}" for k, se in ses)
-            + ".",
-        ]
+    unscored = [k for k, e in v.items() if "/" in k and "recovery" not in e]
+    if unscored:
+        lines += ["", "Not scored: " + ", ".join(unscored) + "."]
     return [*lines, ""]
 
 
@@ -341,7 +415,7 @@ def int4_codes(d: dict) -> list[str]:
     return [*lines, ""]
 
 
-def quant(gpu: dict | None, cpu: dict | None, codes: dict | None = None) -> list[str]:
+def quant(gpu: dict | None, cpu: dict | None, codes: dict | None = None, kmeans_runs: tuple = ()) -> list[str]:
     if not gpu and not cpu:
         return []
     lines = ["## Quantization (issue 15): SmolLM2-135M wiki perplexity, size and time per method and grid", ""]
@@ -406,6 +480,9 @@ def quant(gpu: dict | None, cpu: dict | None, codes: dict | None = None) -> list
                 + ".",
                 "",
             ]
+    for k in kmeans_runs:
+        if k:
+            lines += kmeans(k)
     for name, d in (("GPU", gpu), ("CPU", cpu)):
         if d and isinstance(d.get("gptqmodel_parity"), dict):
             lines += parity(d["gptqmodel_parity"], name)
@@ -413,3 +490,40 @@ def quant(gpu: dict | None, cpu: dict | None, codes: dict | None = None) -> list
         lines += int4_codes(codes)
     lines += ["Notes:", "", *notes(gpu, cpu), ""]
     return lines
+
+
+def kmeans(d: dict) -> list[str]:
+    """SqueezeLLM per-Linear time (bench/kmeans.py): our k-means and dense-and-sparse, and sklearn's per-row
+    estimate (the reference's loop), per device, shape set and bit width."""
+    run = d.get("run", {})
+    lines = [
+        f"SqueezeLLM per Linear (`{run.get('command', 'python bench/kmeans.py')}`, {run.get('machine', '')}, "
+        f"{run.get('date', '')}; synthetic heavy-tailed weights, {run.get('iters', 50)} Lloyd iterations; median "
+        "seconds): our k-means (all rows at once) and the whole dense-and-sparse step (outlier search + k-means + "
+        "reconstruction), against the reference's per-row sklearn KMeans (one row timed × rows, an estimate):",
+        "",
+        "| device / shapes / bits | Linear (out × in) | k-means s | dense-and-sparse s | sklearn per-row loop s "
+        "(est.) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    shapes = {"smollm2": "SmolLM2-135M", "llama2-7b": "Llama-2-7B"}
+    for key, mods in d.get("kmeans_s", {}).items():
+        device, shape, bits = key.split("/")
+        est = d.get("sklearn_estimate_s", {}).get(f"{shape}/{bits}", {})
+        for mod, km in mods.items():
+            ds = d.get("dense_sparse_s", {}).get(key, {}).get(mod)
+            sk = est.get(mod)
+            dims = d.get("shapes", {}).get(shape, {}).get(mod, "")
+            lines.append(
+                f"| {device} / {shapes.get(shape, shape)} / {bits} | {mod} {dims} "
+                f"| {km:.3f} | {'—' if ds is None else f'{ds:.3f}'} | {'—' if sk is None else f'{sk:.1f}'} |"
+            )
+    layer = d.get("layer_s", {})
+    if layer:
+        lines += [
+            "",
+            "One decoder layer (every Linear of it, dense-and-sparse): "
+            + ", ".join(f"{k} {s:.1f} s" for k, s in layer.items())
+            + ".",
+        ]
+    return [*lines, ""]
