@@ -58,6 +58,8 @@ bench: setup
 	$(PY) bench/zeroshot.py $(if $(HAS_GPU),--batch-size 64,--limit 50 --nsamples 32 --seqlen 1024 --workdir out/bench-zeroshot-cpu --json bench/zeroshot_cpu.json)
 	$(PY) bench/pruning.py $(if $(HAS_GPU),--batch-size 8 --llama-layers 4,--part smollm2 --nsamples 32 --seqlen 1024 --eval-max-windows 16 --cells 60,70 --json bench/pruning_cpu.json)
 	$(if $(HAS_GPU),$(PY) bench/finetune.py,$(PY) bench/driver_speed.py)
+	$(PY) bench/quant.py $(if $(HAS_GPU),--zeroshot all --score-workers 4 --batch-size 128,--nsamples 32 --seqlen 1024 --eval-max-windows 16 --fisher-samples 32 --bases dense --grids w4g64,w4g32,w4 --work out/bench-quant-cpu --json bench/quant_cpu.json)
+	$(PY) bench/kmeans.py $(if $(HAS_GPU),--device cuda,--json bench/kmeans_cpu.json)
 	$(if $(HAS_GPU),$(MAKE) bench-runtime,@echo "bench-runtime skipped: needs a CUDA GPU")
 
 # The 2:4 runtime (issue #5), GPU only: per-GEMM table, Llama-2-7B-shaped prefill/decode with kernel profiles,

@@ -103,7 +103,9 @@ def main() -> None:
     p.add_argument("--grids", default=",".join(GRIDS), help="grids to run, of each method's own")
     p.add_argument("--fisher-samples", type=int, default=100, help="SqueezeLLM Fisher windows (reference: 100)")
     p.add_argument("--bases", default=",".join(BASES))
-    p.add_argument("--zeroshot", default="", help="comma-separated variant keys (e.g. dense,gptq/w4g64) to score")
+    p.add_argument(
+        "--zeroshot", default="", help="comma-separated variant keys (e.g. dense,gptq/w4g64) to score, or `all`"
+    )
     p.add_argument(
         "--only", default="", help="comma-separated variant keys to run (default: every base x method x grid)"
     )
@@ -142,6 +144,7 @@ def main() -> None:
         **({"score_workers": args.score_workers} if args.score_workers else {}),
     }
     wanted_zs = {k for k in args.zeroshot.split(",") if k}
+    score_all = wanted_zs == {"all"}
     only = {k for k in args.only.split(",") if k}
 
     pool = (
@@ -174,12 +177,13 @@ def main() -> None:
         }
         prev, of = variants.get(key, {}), report_id(folder)
         fresh = "_scores" in prev and prev.get("zeroshot_limit") == args.limit
-        if fresh and (key not in wanted_zs or prev.get("scores_of") == of):
+        wanted = score_all or key in wanted_zs
+        if fresh and (not wanted or prev.get("scores_of") == of):
             entry.update({k: prev[k] for k in ("_scores", "zeroshot_limit", "scores_of", "scores_source") if k in prev})
         variants[key] = entry
         print(f"{key}: wiki {entry['wiki_ppl']:.3f}, {entry['size_mb']} MB", flush=True)
         write(args.json, variants, old)
-        if key in wanted_zs and entry.get("scores_of") != of:
+        if wanted and entry.get("scores_of") != of:
             if pool is None:
                 scored(key, zeroshot(folder, device, dtype, args.batch_size, args.limit), of)
             else:

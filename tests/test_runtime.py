@@ -365,8 +365,8 @@ def test_mma_kernel_matches_the_reference(n, k):
 
 
 def test_custom_op_fake_kernel_gives_the_output_shape():
-    """llm_compress::sparse24_mm (what a CUDA Sparse24Linear calls under torch.compile) has a fake kernel giving
-    the (M, N) output the compiler plans with, without running any kernel."""
+    """llm_compress::sparse24_mm (what a Sparse24Linear calls under torch.compile) has a fake kernel giving the
+    (M, N) output the compiler plans with, without running any kernel."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     import compress.runtime.linear  # noqa: F401 - registers the op
@@ -374,10 +374,72 @@ def test_custom_op_fake_kernel_gives_the_output_shape():
     with FakeTensorMode():
         x = torch.empty(5, 256, dtype=torch.bfloat16)
         y = torch.ops.llm_compress.sparse24_mm(
-            x, torch.empty(24, 128, dtype=torch.bfloat16), None, torch.empty(24, 8, dtype=torch.int32), None, 24,
-            False, "cuda",
+            x, torch.empty(24, 128, dtype=torch.bfloat16), None, torch.empty(24, 8, dtype=torch.int32), None, None,
+            None, None, 24, False, [0],
         )  # fmt: skip
     assert tuple(y.shape) == (5, 24) and y.dtype == torch.bfloat16
+
+
+def _stack(int4: bool = False, dense: bool = False) -> torch.nn.Sequential:
+    """Three 256-wide layers: Sparse24Linear (fp32 CPU, with a measured-looking path table) or plain Linear."""
+    layers = []
+    for i in range(3):
+        W, keep = _sparse(rows=256, cols=256, seed=i)
+        lin = torch.nn.Linear(256, 256, bias=i == 1)
+        lin.weight.data = W
+        if dense:
+            layers.append(lin)
+            continue
+        sp = Sparse24Linear.from_linear(lin, keep, int4=int4)
+        sp.paths = {1: "triton", 8: "triton", 16: "triton", 64: "triton"}  # its M comparisons would be guards
+        layers.append(sp)
+    return torch.nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("int4", [False, True])
+def test_compiled_sparse24_recompiles_no_more_than_dense_linear_over_many_lengths(int4):
+    """Under torch.compile the path choice must not guard on M: over calls of many lengths (prefill, decode, the
+    M buckets 1 / 2-8 / 9-16 / 17-64 / >64 of the path table) a Sparse24Linear stack compiles exactly as many
+    graphs as the same stack of nn.Linear, and computes what it computes eagerly (the op runs the reference on
+    the CPU; aot_eager also runs the fake kernel on symbolic shapes)."""
+    lengths = (2048, 1, 3, 16, 7, 100, 2000, 64, 65, 9)
+    x = torch.randn(1, 2048, 256)
+
+    def graphs(model: torch.nn.Module) -> int:
+        torch._dynamo.reset()
+        n = 0
+
+        def backend(gm, example_inputs):
+            nonlocal n
+            n += 1
+            from functorch.compile import make_boxed_func
+            from torch._dynamo.backends.common import aot_autograd
+
+            return aot_autograd(fw_compiler=lambda g, _: make_boxed_func(g.forward))(gm, example_inputs)
+
+        f = torch.compile(model, backend=backend)
+        with torch.no_grad():
+            for m in lengths:
+                torch.testing.assert_close(f(x[:, :m]), model(x[:, :m]), rtol=0, atol=0)
+        return n
+
+    sparse, dense = graphs(_stack(int4)), graphs(_stack(dense=True))
+    assert dense >= 1 and sparse == dense, (sparse, dense)
+
+
+def test_path_table_of_a_symbolic_m_covers_every_decode_m_then_prefill():
+    sp = _stack()[0]
+    sp.paths = {4: "triton"}
+    table = sp.path_table()
+    assert len(table) == sp.decode_max_m + 1 and set(table) == {2}  # no cuSPARSELt form on the CPU: triton
+    sp.cslt = torch.zeros(1, dtype=torch.uint8)  # as if prepared: M > decode_max_m takes cuSPARSELt
+    assert sp.path_table()[-1] == 3 and sp.path_table()[:4] == [2] * 4
+    sp.cslt = None
+    x = torch.randn(5, 256)
+    y = torch.ops.llm_compress.sparse24_mm(
+        x, sp.packed, sp.scales, sp.meta, None, None, None, None, 256, False, table
+    )  # the CPU reference whatever the table
+    torch.testing.assert_close(y, sp(x), rtol=0, atol=0)
 
 
 def test_cuda_gemv_refuses_operands_it_cannot_read():

@@ -12,7 +12,11 @@ positions), computing on it directly. Path by device, M (tokens in the call) and
 packed values, or int4 nibbles and scales, as stored) on the GPU and builds the CUDA kernels; a kernel that
 cannot be built is reported once (`check_kernels`: which, why, and the path its calls take instead). Under
 torch.compile the layer calls one opaque custom op (`llm_compress::sparse24_mm`), so the compiler fuses the
-surrounding element-wise work and leaves the sparse matmul to our kernels.
+surrounding element-wise work and leaves the sparse matmul to our kernels. The op takes the layer's path table
+(the path of every M up to decode_max_m + 1, the last for all larger M) and reads it on the real M when it runs,
+so the choice adds no guard on M and no recompile beyond a dense Linear's (a user's `torch.compile(model)` over
+prompts of many lengths). Dynamo shows a symbolic size to Python as a plain int, so the table cannot be cut to
+one entry for fixed shapes without guarding on M.
 """
 
 from __future__ import annotations
@@ -69,22 +73,36 @@ def sparse24_mm(x2, w, scales, meta, cslt, n: int, int4: bool, path: str, launch
     return backend().matmul(cslt, x2, n)
 
 
+PATHS = ("cuda", "mma", "triton", "cusparselt")  # the op's path codes
+
+
 @torch.library.custom_op("llm_compress::sparse24_mm", mutates_args=())
 def sparse24_mm_op(
     x2: torch.Tensor,
-    w: torch.Tensor,
+    w: torch.Tensor | None,
     scales: torch.Tensor | None,
-    meta: torch.Tensor,
+    meta: torch.Tensor | None,
     cslt: torch.Tensor | None,
+    mma_a: torch.Tensor | None,
+    mma_s: torch.Tensor | None,
+    mma_e: torch.Tensor | None,
     n: int,
     int4: bool,
-    path: str,
+    table: list[int],
 ) -> torch.Tensor:
+    """x2 (M, K) @ W^T on the path PATHS[table[min(M, len(table)) - 1]] (w, scales, meta: the packed form;
+    mma_*: the fragment copy); on the CPU the reference (unpack, dense matmul in fp32) whatever the table."""
+    if not x2.is_cuda:
+        W = format24.unpack_24(format24.dequantize_int4(w, scales) if int4 else w, meta)
+        return (x2.float() @ W.float().t()).to(x2.dtype)
+    path = PATHS[table[min(x2.shape[0], len(table)) - 1]]
+    if path == "mma":
+        return sparse24_mm(x2, mma_a, mma_s, mma_e, None, n, int4, path)
     return sparse24_mm(x2, w, scales, meta, cslt, n, int4, path)
 
 
 @sparse24_mm_op.register_fake
-def _(x2, w, scales, meta, cslt, n, int4, path):
+def _(x2, w, scales, meta, cslt, mma_a, mma_s, mma_e, n, int4, table):
     return x2.new_empty((x2.shape[0], n))
 
 
@@ -242,18 +260,27 @@ class Sparse24Linear(nn.Module):
         """x2 (M, K) contiguous CUDA -> (M, N) through one named path (no bias); `launch` for the CUDA kernels."""
         return sparse24_mm(*self._operands(x2, path), launch)
 
+    def path_table(self, dtype: torch.dtype = torch.bfloat16) -> list[int]:
+        """The compiled op's table (PATHS codes): path(1), ..., path(decode_max_m + 1), the last for every larger
+        M (no M is compared in Python, so tracing adds no guard on it)."""
+        return [PATHS.index(self.path(m, dtype)) for m in range(1, self.decode_max_m + 2)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)
-        if x2.shape[0] == 0:
+        m = x2.shape[0]
+        if m == 0:  # (a symbolic size is ≥ 2 to the compiler: no guard)
             y = x2.new_empty((0, self.out_features))
+        elif torch.compiler.is_compiling():  # CPU too: the op runs the reference there
+            y = torch.ops.llm_compress.sparse24_mm(
+                x2.contiguous(), self.packed, self.scales, self.meta, self.cslt, self.mma_a, self.mma_s, self.mma_e,
+                self.out_features, self.int4, self.path_table(x.dtype),
+            )  # fmt: skip
         elif not x2.is_cuda:
             W = self.dense_weight()
             y = (x2.float() @ W.float().t()).to(x.dtype)
-        elif torch.compiler.is_compiling():
-            y = torch.ops.llm_compress.sparse24_mm(*self._operands(x2.contiguous(), self.path(x2.shape[0], x.dtype)))
         else:
-            y = self.run_path(x2.contiguous(), self.path(x2.shape[0], x.dtype))
+            y = self.run_path(x2.contiguous(), self.path(m, x.dtype))
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*shape[:-1], self.out_features)
