@@ -68,6 +68,7 @@ bench-runtime: setup
 	$(PY) bench/runtime.py --profile --prefill-graph
 	$(PY) bench/runtime.py --skip-e2e --update --shapes 12288x4096,22016x4096 --ms 1,16,2048
 	$(PY) bench/cslt_layouts.py
+	$(PY) bench/user_path.py
 
 # The CUDA decode GEMV against cuBLAS and Triton for every launch shape, M = 1..8 -> bench/logs/gemv_sweep.json
 bench-gemv: setup

@@ -206,6 +206,7 @@ def started_decoder(model, batch: int, context: int, steps: int, graphs: bool = 
     return dec
 
 
+@torch.inference_mode()  # ids are inference tensors: a compiled forward outside this mode would save them for grad
 def prefill_ms(model, tokens: int) -> float:
     ids = prefill_ids(tokens)
     return bench_us(lambda: model(ids, use_cache=False), reps=5) / 1000

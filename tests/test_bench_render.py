@@ -2,6 +2,8 @@
 
 import math
 
+import pytest
+
 from bench.render.finetune import tokens_to_reach
 
 
@@ -117,3 +119,23 @@ def test_recovery_tables_carry_the_standard_error_and_list_the_unscored():
     assert "GPTQ" not in text.split("Task scores")[0]  # no scored GPTQ variant: no row
     assert "Not scored: gptq/w4g64." in text
     assert recoveries(_qv(dense=20.0)) == []
+
+
+def test_user_path_decode_rate_and_table():
+    from bench.render.runtime import user_path
+    from bench.user_path import decode_rate
+
+    assert decode_rate(4, 16, 80, 1000.0, 3000.0) == 4 * 64 / 2.0  # the extra tokens over the extra time
+    with pytest.raises(ValueError, match="must outlast"):
+        decode_rate(1, 16, 80, 3000.0, 2000.0)
+    up = {
+        "layers": 2, "context": 128, "short_long": [16, 80], "run": {"command": "c"},
+        "decode_tok_s": {"batch1": {"dense": 100.0, "ours_2of4": 150.0}},
+        "prefill_ms": {"eager": {"dense": 60.0, "ours_2of4": 40.0, "ours_int4_2of4": 50.0}},
+        "memory_gib": {"dense": 10.0, "ours_2of4": 5.6},
+    }  # fmt: skip
+    text = "\n".join(user_path({"user_path": up}))
+    assert "| decode tok/s, compiled (transformers' own), batch 1 | 100.0 | 150.0 (1.50×) | — |" in text
+    assert "| prefill 2048 ms, eager | 60.0 | 40.0 (1.50×) | 50.0 (1.20×) |" in text
+    assert "| weights + buffers GiB | 10.00 | 5.60 (0.56×) | — |" in text
+    assert user_path({}) == []

@@ -71,6 +71,7 @@ def render() -> str:
         lines += checks.render(ck)
     if rt := _read("runtime.json"):
         lines += runtime.runtime(rt)
+        lines += runtime.user_path(rt)
     lines += [
         "## Notes",
         "",

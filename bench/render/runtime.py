@@ -374,3 +374,64 @@ def runtime(d: dict) -> list[str]:
         "",
     ]
     return lines
+
+
+def user_path(d: dict) -> list[str]:
+    """Issue 16's user-path section (bench/user_path.py): transformers generate, a user's torch.compile, memory;
+    each 2:4 figure also as a ratio to dense in the same row."""
+    up = d.get("user_path")
+    if not up:
+        return []
+    run = up.get("run", {})
+    names = [("dense", "dense"), ("ours_2of4", "bf16 2:4"), ("ours_int4_2of4", "int4 2:4")]
+
+    def cells(vals: dict, higher_better: bool) -> str:
+        base = vals.get("dense")
+        out = []
+        for k, _ in names:
+            v = vals.get(k)
+            if v is None:
+                out.append("—")
+            elif k == "dense" or not base:
+                out.append(f"{v:.1f}")
+            else:
+                out.append(f"{v:.1f} ({(v / base if higher_better else base / v):.2f}×)")
+        return " | ".join(out)
+
+    lines = [
+        f"### User path (issue 16): `{run.get('command', 'python bench/user_path.py')}`",
+        "",
+        f"{run.get('machine', '')}, {run.get('date', '')}; Llama-2-7B-shaped, {up.get('layers')} layers, random "
+        "weights with magnitude 2:4 masks, as `load_runtime_model` gives them (no path search). Decode: "
+        f"transformers `generate`, static cache, greedy, {up.get('context')}-token prompt, rate from a "
+        f"{up.get('short_long', ['?', '?'])[1]}- minus a {up.get('short_long', ['?', '?'])[0]}-token call (CUDA "
+        "events around whole calls). Ratios: against dense in the same row (prefill: dense ms / ours).",
+        "",
+        "| | " + " | ".join(label for _, label in names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for key, label in (("decode_tok_s", "decode tok/s, compiled (transformers' own)"),
+                       ("decode_tok_s_nocompile", "decode tok/s, `disable_compile=True`")):  # fmt: skip
+        for b, vals in up.get(key, {}).items():
+            lines.append(f"| {label}, {b.replace('batch', 'batch ')} | {cells(vals, True)} |")
+    for key, label in (("eager", "prefill 2048 ms, eager"), ("compiled", "prefill 2048 ms, `torch.compile(model)`")):
+        vals = up.get("prefill_ms", {}).get(key)
+        if vals:
+            lines.append(f"| {label} | {cells(vals, False)} |")
+    mem = up.get("memory_gib")
+    if mem:
+
+        def gib(k: str) -> str:
+            if mem.get(k) is None:
+                return "—"
+            ratio = "" if k == "dense" or not mem.get("dense") else f" ({mem[k] / mem['dense']:.2f}×)"
+            return f"{mem[k]:.2f}{ratio}"
+
+        lines.append("| weights + buffers GiB | " + " | ".join(gib(k) for k, _ in names) + " |")
+    graphs = up.get("prefill_compiled_graphs")
+    if graphs:
+        lines += ["", "Graphs dynamo compiled for the prefill at two lengths: "
+                  + ", ".join(f"{k} {v}" for k, v in graphs.items()) + "."]  # fmt: skip
+    if up.get("errors"):
+        lines += ["", "Failed: " + "; ".join(f"{k}: {v}" for k, v in up["errors"].items()) + "."]
+    return [*lines, ""]
