@@ -205,12 +205,18 @@ def test_mma_launch_for_an_untuned_m_comes_from_the_nearest_tuned_m_above(monkey
     from compress.runtime import cuda_mma
 
     monkeypatch.setattr(cuda_mma, "_launch", {(64, 256, False, 1): (4, 4), (64, 256, False, 16): (4, 4)})
+    monkeypatch.setattr(cuda_mma, "_resolved", {})
     assert cuda_mma.tuned_launch(64, 256, False, 1) == (4, 4)  # tuned
     assert cuda_mma.tuned_launch(64, 256, False, 9) == (4, 4)  # from M = 16
     assert cuda_mma.tuned_launch(64, 256, False, 17) == cuda_mma.default_launch(17)  # none tuned above
     assert cuda_mma.tuned_launch(64, 256, True, 1) == cuda_mma.default_launch(1)  # other format
     for m in range(1, 65):  # every default is a shape the kernel takes
         assert cuda_mma.default_launch(m) in cuda_mma.launches(m)
+    assert cuda_mma.tuned_launch(64, 256, False, 9) == (4, 4) and (64, 256, False, 9) in cuda_mma._resolved
+    pick = cuda_mma.launches(16)[0]  # a new tuning (timed here by a stand-in): no answer is kept from before it
+    monkeypatch.setattr(cuda_mma, "fastest", lambda cands, run: (pick, {c: 1.0 for c in cands}))
+    cuda_mma.tune((64, 256, False, 16), lambda launch: None)
+    assert pick != (4, 4) and cuda_mma.tuned_launch(64, 256, False, 9) == pick
 
 
 def _triton_available():

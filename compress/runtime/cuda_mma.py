@@ -24,6 +24,7 @@ MAX_M = 64
 WARPS = (4, 8)
 ROWS = (1, 2, 4)  # 16-row tiles per block, sharing each x fragment; rows * ceil(M / 8) <= 8
 _launch: dict[tuple, tuple[int, int]] = {}  # (N, K, int4, M) -> (warps, rows), filled by tune()
+_resolved: dict[tuple, tuple[int, int]] = {}  # tuned_launch's answers, per call shape (emptied by tune)
 
 
 def launches(m: int) -> list[tuple[int, int]]:
@@ -37,12 +38,15 @@ def default_launch(m: int) -> tuple[int, int]:
 
 def tuned_launch(n: int, k: int, int4: bool, m: int) -> tuple[int, int]:
     """The launch `tune` found for this shape at m tokens, else at the nearest tuned M above m (when valid for
-    m), else `default_launch(m)`."""
-    above = sorted(mm for (nn, kk, q, mm) in _launch if (nn, kk, q) == (n, k, int4) and mm >= m)
-    for mm in above:
-        if _launch[(n, k, int4, mm)] in launches(m):
-            return _launch[(n, k, int4, mm)]
-    return default_launch(m)
+    m), else `default_launch(m)`. Resolved once per (N, K, int4, M) until the next `tune` (it runs on every
+    call: the search over the tuned keys cost ~8 µs of host time per call)."""
+    key = (n, k, int4, m)
+    got = _resolved.get(key)
+    if got is None:
+        above = sorted(mm for (nn, kk, q, mm) in _launch if (nn, kk, q) == (n, k, int4) and mm >= m)
+        got = next((_launch[(n, k, int4, mm)] for mm in above if _launch[(n, k, int4, mm)] in launches(m)), None)
+        got = _resolved[key] = got or default_launch(m)
+    return got
 
 
 @lru_cache(maxsize=1)
@@ -120,6 +124,7 @@ def tune(key: tuple, run) -> dict:
     """Time `run(launch)` for each launch shape (GPU time, CUDA-graph replay); keep the fastest for `key`
     = (N, K, int4, M). Returns {"warps x rows": µs}."""
     _launch[key], times = fastest(launches(key[3]), run)
+    _resolved.clear()
     return {"x".join(map(str, lw)): t for lw, t in times.items()}
 
 
