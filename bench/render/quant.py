@@ -485,7 +485,9 @@ def quant(gpu: dict | None, cpu: dict | None, codes: dict | None = None, kmeans_
             lines += kmeans(k)
     for name, d in (("GPU", gpu), ("CPU", cpu)):
         if d and isinstance(d.get("gptqmodel_parity"), dict):
-            lines += parity(d["gptqmodel_parity"], name)
+            par = d["gptqmodel_parity"]  # measured on the CPU (settings.machine), kept in quant.json (the file)
+            where = par.get("settings", {}).get("machine", name) if isinstance(par.get("settings"), dict) else name
+            lines += parity(par, "CPU" if "CPU" in where else where)
     if codes:
         lines += int4_codes(codes)
     lines += ["Notes:", "", *notes(gpu, cpu), ""]
