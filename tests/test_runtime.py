@@ -2,6 +2,7 @@
 generates the same tokens as the dense-decompressed model; the Triton kernels match on a GPU (or in Triton's
 CPU interpreter when TRITON_INTERPRET=1)."""
 
+import copy
 import os
 
 import pytest
@@ -621,3 +622,44 @@ def test_int4_from_a_bf16_gptq_checkpoint_in_fp32_computes_the_exact_grid_values
         V = layer.dense_weight()
         assert torch.equal(V.to(torch.bfloat16), W.to(torch.bfloat16)), name  # the checkpoint's decode, rounded
         assert float((V - W).abs().max()) <= float(W.abs().max()) * 2**-8, name
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "mistral", "gemma3"])
+def test_compiled_sparse24_model_of_other_architectures_matches_eager_without_extra_graphs(arch):
+    """The compiled op on whole models of other families (tiny random configs, every decoder Linear 2:4):
+    logits equal the eager model's at three prompt lengths, and dynamo compiles as many graphs as for the same
+    model with its dense Linears."""
+    import transformers
+
+    from compress.runtime.model import sparsify
+    from tests.conftest import TINY_DIMS
+    from tests.test_export import ARCHS
+
+    config_cls, model_cls, kwargs, _ = ARCHS[arch]
+    config = getattr(transformers, config_cls)(**TINY_DIMS, num_hidden_layers=2, **kwargs)
+    torch.manual_seed(0)
+    dense = getattr(transformers, model_cls)(config).eval()
+    for m in dense.model.layers.modules():
+        if isinstance(m, torch.nn.Linear):
+            m.weight.data *= magnitude_mask(m.weight.data, NM(2, 4))
+    ours = copy.deepcopy(dense)
+    assert sparsify(ours)
+    ids = torch.randint(0, config.vocab_size, (1, 40), generator=torch.Generator().manual_seed(1))
+
+    def graphs(model) -> int:
+        torch._dynamo.reset()
+        n = 0
+
+        def backend(gm, example_inputs):
+            nonlocal n
+            n += 1
+            return gm.forward
+
+        f = torch.compile(model, backend=backend)
+        with torch.no_grad():
+            for t in (40, 7, 23):
+                want = model(ids[:, :t], use_cache=False).logits
+                torch.testing.assert_close(f(ids[:, :t], use_cache=False).logits, want, rtol=0, atol=0)
+        return n
+
+    assert graphs(ours) == graphs(dense)
