@@ -23,6 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.render import run_meta, save  # noqa: E402
+from compress.runtime.timing import event_time_us  # noqa: E402
 from quant.dense_sparse import DenseSparseSpec, dense_and_sparse, weighted_kmeans_1d  # noqa: E402
 
 SHAPES = {  # name -> {module: (out, in)} (one decoder layer's distinct Linear shapes)
@@ -44,15 +45,14 @@ def inputs(shape: tuple[int, int], device: str, seed: int) -> tuple[torch.Tensor
 
 
 def timed(fn, device: str, repeats: int) -> float:
-    fn()  # warm-up
+    """Median seconds of fn() over `repeats` calls after one warm-up (CUDA events on the GPU)."""
+    if device == "cuda":
+        return event_time_us(fn, reps=repeats, warmup=1) / 1e6
+    fn()
     out = []
     for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
         t0 = time.perf_counter()
         fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
         out.append(time.perf_counter() - t0)
     return statistics.median(out)
 

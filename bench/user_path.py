@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.render import llama2_7b_shaped, run_meta, save  # noqa: E402
 from compress.runtime.model import prepare, sparsify  # noqa: E402
+from compress.runtime.timing import event_time_us  # noqa: E402
 from prune.config import NM  # noqa: E402
 from prune.magnitude import magnitude_mask  # noqa: E402
 
@@ -57,13 +58,7 @@ def timed_ms(fn, device: torch.device) -> float:
         t0 = time.perf_counter()
         fn()
         return (time.perf_counter() - t0) * 1e3
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
-    fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end)
+    return event_time_us(fn, reps=1, warmup=0) / 1e3
 
 
 def build(layers: int, device: torch.device, tiny: bool = False):

@@ -66,16 +66,18 @@ def _protocol(e: dict) -> str:
     return f"{cal['nsamples']} × {cal['seqlen']} calibration, {windows}"
 
 
-def _table(v: dict, prefix: str) -> list[str]:
-    """Method rows x grid columns, cells 'ppl (size MB)', of the variants on one base; [] when none."""
-    keys = [k for k in v if k.startswith(prefix) and "/" in k[len(prefix) :]]
+def _table(v: dict, prefix: str, cell=None, shown=lambda e: True) -> list[str]:
+    """Method rows x grid columns of the variants on one base that are `shown`; cells `cell(entry or None)`
+    (default 'ppl (size MB)'); [] when none."""
+    cell = cell or _cell
+    keys = [k for k in v if k.startswith(prefix) and "/" in k[len(prefix) :] and shown(v[k])]
     grids = [g for g in GRIDS if any(k.split("/")[1] == g for k in keys)]
     methods = [m for m in METHODS if any(k[len(prefix) :].split("/")[0] == m for k in keys)]
     if not methods:
         return []
     lines = ["| method | " + " | ".join(GRIDS[g] for g in grids) + " |", "|---|" + "---:|" * len(grids)]
     for m in methods:
-        lines.append(f"| {METHODS[m]} | " + " | ".join(_cell(v.get(f"{prefix}{m}/{g}")) for g in grids) + " |")
+        lines.append(f"| {METHODS[m]} | " + " | ".join(cell(v.get(f"{prefix}{m}/{g}")) for g in grids) + " |")
     return lines
 
 
@@ -277,22 +279,15 @@ def notes(gpu: dict | None, cpu: dict | None) -> list[str]:
 def _recovery_table(v: dict, prefix: str) -> list[str]:
     """Method rows x grid columns, cells 'recovery ± binomial SE', of the scored variants on one base."""
     dense = v.get("dense", {}).get("_scores")
-    keys = [k for k in v if k.startswith(prefix) and "/" in k[len(prefix) :] and "recovery" in v[k]]
-    if not keys or not dense:
+    if not dense:
         return []
-    grids = [g for g in GRIDS if any(k.split("/")[1] == g for k in keys)]
-    methods = [m for m in METHODS if any(k[len(prefix) :].split("/")[0] == m for k in keys)]
 
-    def cell(k: str) -> str:
-        e = v.get(k)
+    def cell(e: dict | None) -> str:
         if e is None or "recovery" not in e:
             return "—"
         return f"{e['recovery']:.3f} ± {_recovery_se(e['_scores'], dense):.3f}"
 
-    lines = ["| method | " + " | ".join(GRIDS[g] for g in grids) + " |", "|---|" + "---:|" * len(grids)]
-    for m in methods:
-        lines.append(f"| {METHODS[m]} | " + " | ".join(cell(f"{prefix}{m}/{g}") for g in grids) + " |")
-    return lines
+    return _table(v, prefix, cell, shown=lambda e: "recovery" in e)
 
 
 def recoveries(v: dict) -> list[str]:

@@ -76,6 +76,11 @@ def sparse24_mm(x2, w, scales, meta, cslt, n: int, int4: bool, path: str, launch
 PATHS = ("cuda", "mma", "triton", "cusparselt")  # the op's path codes
 
 
+def reference_mm(x2: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """x2 @ W^T in fp32, back in x2's dtype: the CPU path (eager, and the op's under torch.compile)."""
+    return (x2.float() @ W.float().t()).to(x2.dtype)
+
+
 @torch.library.custom_op("llm_compress::sparse24_mm", mutates_args=())
 def sparse24_mm_op(
     x2: torch.Tensor,
@@ -93,8 +98,7 @@ def sparse24_mm_op(
     """x2 (M, K) @ W^T on the path PATHS[table[min(M, len(table)) - 1]] (w, scales, meta: the packed form;
     mma_*: the fragment copy); on the CPU the reference (unpack, dense matmul in fp32) whatever the table."""
     if not x2.is_cuda:
-        W = format24.unpack_24(format24.dequantize_int4(w, scales) if int4 else w, meta)
-        return (x2.float() @ W.float().t()).to(x2.dtype)
+        return reference_mm(x2, format24.unpack_24(format24.dequantize_int4(w, scales) if int4 else w, meta))
     path = PATHS[table[min(x2.shape[0], len(table)) - 1]]
     if path == "mma":
         return sparse24_mm(x2, mma_a, mma_s, mma_e, None, n, int4, path)
@@ -277,8 +281,7 @@ class Sparse24Linear(nn.Module):
                 self.out_features, self.int4, self.path_table(x.dtype),
             )  # fmt: skip
         elif not x2.is_cuda:
-            W = self.dense_weight()
-            y = (x2.float() @ W.float().t()).to(x.dtype)
+            y = reference_mm(x2, self.dense_weight())
         else:
             y = self.run_path(x2.contiguous(), self.path(m, x.dtype))
         if self.bias is not None:
