@@ -21,7 +21,7 @@ CHECKPOINTS ?=
 MODEL_DIR ?= $(OUT)
 REPO ?=
 
-.PHONY: setup compress test bench bench-runtime bench-gemv generate eval compare push lint clean
+.PHONY: setup compress test bench bench-runtime generate eval compare push lint clean
 
 setup: $(VENV)/.installed
 
@@ -29,7 +29,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e '.[dev,interp]'
+	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m compress.assets fetch
 	touch $@
 
@@ -69,10 +69,6 @@ bench-runtime: setup
 	$(PY) bench/runtime.py --skip-e2e --update --shapes 12288x4096,22016x4096 --ms 1,16,2048
 	$(PY) bench/cslt_layouts.py
 	$(PY) bench/user_path.py
-
-# The CUDA decode GEMV against cuBLAS and Triton for every launch shape, M = 1..8 -> bench/logs/gemv_sweep.json
-bench-gemv: setup
-	$(PY) bench/gemv_sweep.py
 
 # Greedy generation on the compressed weights: make generate OUT=out/... PROMPT="..."
 generate: setup

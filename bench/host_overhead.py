@@ -78,10 +78,9 @@ def main() -> None:
     w = lin.weight.data.to(dev, dtype)
     x = torch.randn(args.m, k, device=dev, dtype=dtype)
     calls = {"dense F.linear": lambda: F.linear(x, w)}
-    paths = ("cuda", "mma", "triton", "cusparselt") if cuda else ()
+    paths = (("mma",) if layer.mma and args.m <= 64 else ()) + ("cusparselt",) if cuda else ()
     for path in paths:
-        if layer.can(path, args.m, dtype):
-            calls[f"ours {path} (run_path)"] = lambda p=path: layer.run_path(x, p)
+        calls[f"ours {path} (run_path)"] = lambda p=path: layer.run_path(x, p)
     calls["ours forward (path choice + kernel)"] = lambda: layer(x)
     out: dict = {"shape": [n, k], "m": args.m, "int4": args.int4, "device": dev, "run": run_meta(), "calls": {}}
     ref = F.linear(x.float(), layer.dense_weight().float())

@@ -30,7 +30,7 @@ from bench.render import run_meta, save  # noqa: E402
 from bench.runtime import decode_tok_s, llama7b  # noqa: E402
 from compress.export import keep_mask_24  # noqa: E402
 from compress.runtime.linear import Sparse24Linear, choose_paths  # noqa: E402
-from compress.runtime.model import prepare, release_unused, sparsify  # noqa: E402
+from compress.runtime.model import prepare, sparsify  # noqa: E402
 from quant.gptq import gptq_quantize  # noqa: E402
 from quant.primitives import QuantSpec  # noqa: E402
 
@@ -121,7 +121,6 @@ def main() -> None:
     for name, model in (("rtn", rtn), ("gptq", gptq)):
         prepare(model)
         choose_paths(model, ms=tuple(int(b) for b in args.batches.split(",")))
-        release_unused(model)
         results["weight_bytes"][name] = sum(b.numel() * b.element_size() for b in model.buffers())
     for rep in range(2):  # interleaved, twice: drift of the machine shows as disagreement between repeats
         for name, model in (("rtn", rtn), ("gptq", gptq)):

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.render import llama2_7b_shaped, run_meta, save  # noqa: E402
-from compress.runtime.linear import Sparse24Linear, choose_paths  # noqa: E402
-from compress.runtime.model import compile_forward, prepare, release_unused, sparsify  # noqa: E402
+from compress.runtime.linear import DECODE_MAX_M, Sparse24Linear, choose_paths  # noqa: E402
+from compress.runtime.model import compile_forward, prepare, sparsify  # noqa: E402
 from compress.runtime.timing import event_time_us as bench_us  # noqa: E402
 from compress.runtime.timing import graph_time_us  # noqa: E402
 from prune.config import NM  # noqa: E402
@@ -107,7 +107,7 @@ def gemm_table(results: dict, bw: float, out: Path, shapes=SHAPES, ms=MS, sectio
             sp4.prepare_gpu()
             ours4.append(sp4)
         W4 = ours4[0].dense_weight().float()
-        small = [m for m in ms if m <= ours[0].decode_max_m]
+        small = [m for m in ms if m <= DECODE_MAX_M]
         report = choose_paths(torch.nn.ModuleList(ours + ours4), ms=small, per_key=copies)
         for m in ms:
             x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16, generator=g)
@@ -115,15 +115,16 @@ def gemm_table(results: dict, bw: float, out: Path, shapes=SHAPES, ms=MS, sectio
             ref4 = x.float() @ W4.t()
             row = {"shape": f"{n}x{k}", "m": m}
             row["rel_err"] = rel_err(ours[0](x), ref)
+            row["rel_err_int4"] = rel_err(ours4[0](x), ref4)
             row["rel_err_dense"] = rel_err(F.linear(x, dense[0]), ref)
             try:
                 row["rel_err_stock"] = rel_err(F.linear(x, stock[0]), ref)
             except Exception as e:  # noqa: BLE001
                 row["rel_err_stock"] = None
                 row["stock_error"] = str(e).splitlines()[0][:160]
-            errs = [row["rel_err"], row["rel_err_dense"]]
+            errs = [row["rel_err"], row["rel_err_int4"], row["rel_err_dense"]]
             if m in small:  # every path either model may take at this M (those the search timed)
-                for p in report[(n, k, False, torch.bfloat16, m)]["us"]:
+                for p in report[(n, k, False, m)]["us"]:
                     row[f"rel_err_{p}"] = rel_err(ours[0].run_path(x, p), ref)
                     row[f"rel_err_int4_{p}"] = rel_err(ours4[0].run_path(x, p), ref4)
                     errs += [row[f"rel_err_{p}"], row[f"rel_err_int4_{p}"]]
@@ -143,11 +144,12 @@ def gemm_table(results: dict, bw: float, out: Path, shapes=SHAPES, ms=MS, sectio
                 row["stock_gpu_us"] = graph_rotated_us(dense_mm, stock, x)
             row["ours_gpu_us"] = graph_rotated_us(module_mm, ours, x)
             row["ours_path"] = ours[0].path(m)
+            row["ours_int4_us"] = rotated_us(module_mm, ours4, x)
+            row["ours_int4_gpu_us"] = graph_rotated_us(module_mm, ours4, x)
+            row["ours_int4_path"] = ours4[0].path(m)
             if m in small:
-                row["ours_int4_gpu_us"] = graph_rotated_us(module_mm, ours4, x)
-                row["ours_int4_path"] = ours4[0].path(m)
                 for int4 in (False, True):
-                    for p, us in report[(n, k, int4, torch.bfloat16, m)]["us"].items():
+                    for p, us in report[(n, k, int4, m)]["us"].items():
                         row[f"{p}{'_int4' if int4 else ''}_gpu_us"] = us
             row.update({f"bound_us_{f}_bytes": us for f, us in byte_bounds_us(n, k, m, bw).items()})
             row["flop_bound_us_dense"] = 2 * m * n * k / DENSE_FLOPS * 1e6
@@ -156,9 +158,8 @@ def gemm_table(results: dict, bw: float, out: Path, shapes=SHAPES, ms=MS, sectio
                 f"{n}x{k} M={m:5d} | eager dense {row['dense_us']:7.1f} stock {row.get('stock_us', nan):7.1f} "
                 f"ours {row['ours_us']:7.1f} | gpu dense {row['dense_gpu_us']:7.1f} "
                 f"stock {row.get('stock_gpu_us', nan):7.1f} ours {row['ours_gpu_us']:7.1f} ({row['ours_path']}) "
-                f"int4 {row.get('ours_int4_gpu_us', nan):7.1f} cuda {row.get('cuda_gpu_us', nan):7.1f} "
+                f"int4 {row.get('ours_int4_gpu_us', nan):7.1f} ({row['ours_int4_path']}) "
                 f"mma {row.get('mma_gpu_us', nan):7.1f} int4 mma {row.get('mma_int4_gpu_us', nan):7.1f} "
-                f"triton {row.get('triton_gpu_us', nan):7.1f} "
                 f"cslt {row.get('cusparselt_gpu_us', nan):7.1f} | bound24 {row['bound_us_24_bytes']:5.1f} us",
                 flush=True,
             )
@@ -337,9 +338,9 @@ def end_to_end(
         variants[name] = ours
         rep = choose_paths(ours, ms=(1, 16))  # the one-time per-shape path search, at the decode batches
         e2e.setdefault("paths", {})[name] = {
-            f"{k[0]}x{k[1]} M={k[4]}": {"chosen": v["chosen"], **v["us"]} for k, v in rep.items()
+            f"{k[0]}x{k[1]} M={k[3]}": {"chosen": v["chosen"], **v["us"]} for k, v in rep.items()
         }
-        e2e.setdefault("released_gib", {})[name] = release_unused(ours) / 2**30  # forms no path reads
+        e2e.pop("released_gib", None)  # (before issue 16 the bench freed unused forms; there is one form now)
     print(f"paths: {json.dumps(e2e.get('paths'))}", flush=True)
     if "stock_2of4" in wanted:
         variants["stock_2of4"] = to_stock(copy.deepcopy(dense))
@@ -466,12 +467,7 @@ def main() -> None:
         except Exception:  # noqa: BLE001
             traceback.print_exc()
     summarise(results)
-    from compress.runtime import triton_decode
-
-    results["triton_configs"] = {  # what the autotuner picked per (N, K, ...) key
-        name: {str(k): str(v) for k, v in tuned.cache.items()}
-        for name, tuned in (("gemv", triton_decode._gemv_tuned), ("gemm", triton_decode._tuned_kernel))
-    }
+    results.pop("triton_configs", None)  # (the Triton kernels read format24 and are gone with it, issue 16)
     save(args.json, results)
     print(json.dumps({k: v for k, v in results.items() if k not in ("gemm", "end_to_end")}, indent=1))
 

@@ -88,7 +88,7 @@ class Packed24Quantizer(HfQuantizer):
         where = f"packed checkpoint {getattr(model.config, '_name_or_path', '')}".strip()
         refuse_meta(model, where)
         refuse_non_finite(model, where)
-        prepare(model)  # CUDA layers: cuSPARSELt form, fragment-ordered copy, kernels; nothing on the CPU
+        prepare(model)  # CUDA layers: the one resident form (cuSPARSELt's), the kernel; nothing on the CPU
         return model
 
     def is_serializable(self, safe_serialization=None):

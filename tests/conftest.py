@@ -1,12 +1,6 @@
-import os
-
 import pytest
 import torch
-
-if not torch.cuda.is_available():  # Triton's CPU interpreter for the 2:4 kernel tests; must precede any
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # import of triton (transformers imports it)
-
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+from transformers import LlamaConfig, LlamaForCausalLM
 
 # The dimensions of every tiny random model in the tests (any architecture's config takes these keys).
 TINY_DIMS = dict(

@@ -15,7 +15,7 @@ import pytest
 from compress.cli import main
 from compress.config import RECIPES_DIR, load_recipe, packaged_recipes, resolve_recipe
 from compress.errors import UserError
-from compress.runtime import build, cuda_decode, cuda_mma, cusparselt, linear
+from compress.runtime import build, cuda_mma, cusparselt, linear
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("compress", "prune", "quant", "finetune", "eval")
@@ -53,9 +53,9 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
         yield zf
 
 
-def test_wheel_ships_both_cuda_kernels_the_shim_and_every_recipe(wheel):
+def test_wheel_ships_the_cuda_kernels_the_shim_and_every_recipe(wheel):
     names = set(wheel.namelist())
-    for src in (cuda_decode.SRC, cuda_mma.SRC, cusparselt.SRC):  # what the code builds on first use
+    for src in (cuda_mma.SRC, cusparselt.SRC):  # what the code builds on first use
         rel = src.resolve().relative_to(ROOT).as_posix()
         assert rel in names, f"{rel} (read by the runtime) is not in the wheel"
     shipped_csrc = sorted(n for n in names if n.startswith("compress/runtime/csrc/"))
@@ -139,8 +139,7 @@ def fresh_kernels(monkeypatch):
     """No kernel tried or reported yet in this process; the cached results are cleared again afterwards."""
 
     def clear():
-        for module, name in [(cuda_decode, "unavailable"), (cuda_decode, "load"), (cuda_mma, "unavailable"),
-                             (cuda_mma, "load"), (cusparselt, "backend")]:  # fmt: skip
+        for module, name in [(cuda_mma, "unavailable"), (cuda_mma, "load"), (cusparselt, "backend")]:
             getattr(getattr(module, name), "cache_clear", lambda: None)()  # (a test may have replaced one)
 
     monkeypatch.setattr(build, "_reported", set())
@@ -166,36 +165,31 @@ def _reported(calls) -> list[str]:
     return [str(w.message) for w in caught if issubclass(w.category, build.KernelUnavailableWarning)]
 
 
-def test_missing_nvcc_is_reported_once_per_kernel_with_reason_and_fallback(fresh_kernels, monkeypatch, tmp_path):
+def test_missing_nvcc_is_reported_once_with_reason_and_fallback(fresh_kernels, monkeypatch, tmp_path):
     _fake_gpu(monkeypatch, tmp_path)
     results = []
 
     def three_times():
         for _ in range(3):  # as for every layer of a model, even with the per-process caches cleared
-            results.append(linear.check_kernels(int4=False))
+            results.append(linear.check_kernels())
             fresh_kernels()
 
     messages = _reported(three_times)
-    assert results == [(False, False)] * 3
-    assert len(messages) == 2, messages
-    gemv, mma = messages
+    assert results == [False] * 3
+    assert len(messages) == 1, messages
     nvcc = "nvcc not found (put the CUDA toolkit's bin on PATH or set CUDA_HOME)"
-    assert gemv.startswith(f"the CUDA 2:4 decode kernel (sparse24_gemv.cu) is unavailable: {nvcc}; ")
-    assert "calls of 1-8 tokens use cuSPARSELt instead" in gemv
-    assert mma.startswith(f"the tensor-core 2:4 kernel (sparse24_mma.cu) is unavailable: {nvcc}; ")
-    assert "calls of 1-64 tokens use cuSPARSELt instead" in mma
+    assert messages[0].startswith(f"the tensor-core 2:4 kernel (sparse24_mma.cu) is unavailable: {nvcc}; ")
+    assert "calls of 1-64 tokens use cuSPARSELt instead" in messages[0]
 
 
 def test_missing_kernel_source_is_reported_with_its_path(fresh_kernels, monkeypatch, tmp_path):
     _fake_gpu(monkeypatch, tmp_path)
-    missing = tmp_path / "csrc" / "sparse24_gemv.cu"
-    monkeypatch.setattr(cuda_decode, "SRC", missing)
-    monkeypatch.setattr(cuda_mma, "unavailable", lambda: None)  # the tensor-core kernel built
-    messages = _reported(lambda: [linear.check_kernels(int4=True) for _ in range(2)])
+    missing = tmp_path / "csrc" / "sparse24_mma.cu"
+    monkeypatch.setattr(cuda_mma, "SRC", missing)
+    messages = _reported(lambda: [linear.check_kernels() for _ in range(2)])
     assert messages == [
-        f"the CUDA 2:4 decode kernel (sparse24_gemv.cu) is unavailable: its source {missing} is missing "
-        "(an install without the package's csrc/ files?); calls of 1-8 tokens use the tensor-core 2:4 kernel "
-        "instead (or the fastest remaining path once choose_paths has measured)"
+        f"the tensor-core 2:4 kernel (sparse24_mma.cu) is unavailable: its source {missing} is missing "
+        "(an install without the package's csrc/ files?); calls of 1-64 tokens use cuSPARSELt instead"
     ]
 
 

@@ -1,8 +1,11 @@
-"""The tensor-core 2:4 small-M kernel (csrc/sparse24_mma.cu, `mma.sp`, M <= 64 tokens): built with nvcc on
-first use, cached, called through ctypes on torch's current stream (so CUDA graphs capture it).
+"""The tensor-core 2:4 small-M kernel (csrc/sparse24_mma.cu, `mma.sp`, M <= 64 tokens) and the int4 -> bf16
+values kernel (int4 prefill): built with nvcc on first use, cached, called through ctypes on torch's current
+stream (so CUDA graphs capture them).
 
-It reads the fragment-ordered copies of mma_layout (made once per layer by `fragments`); the launch shape
-(warps per block, 16-row tiles per block) is chosen per (N, K, format, M) by `tune` and cached here.
+The kernel reads the layer's one resident form as it is (mma_layout: row-major kept values, cuSPARSELt-order
+metadata). The operands are checked once, when a layer is prepared (`check`); a call (`launch`) passes raw
+pointers with no per-call checks beyond x's, so its host cost is one `torch.empty` and one ctypes call. The launch
+shape (warps per block, 16-row tiles per block) is chosen per (N, K, format, M) by `tune` and cached here.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ def load() -> ctypes.CDLL:
     return build_cuda(SRC, WHAT, {
         "s24_mma": ([ptr] * 5 + [i32] * 6 + [ptr], i32),
         "s24_mma_probe": ([ptr] * 5, i32),
+        "s24_int4_values": ([ptr] * 3 + [i32] * 2 + [ptr], i32),
         "s24_mma_error_string": ([i32], ctypes.c_char_p),
     })  # fmt: skip
 
@@ -72,52 +76,48 @@ def unavailable() -> str | None:
     return build_error(load)
 
 
-def fragments(meta: torch.Tensor, values: torch.Tensor | None, qweight: torch.Tensor | None,
-              scales: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
-    """(a, e, s): the kernel's operands for one layer — afrag or qfrag, efrag, sfrag (int4 only)."""
-    e = mma_layout.e_fragments(meta)
-    if qweight is not None:
-        return mma_layout.q_fragments(qweight), e, mma_layout.s_fragments(scales)
-    return mma_layout.a_fragments(values), e, None
-
-
 def _raise(rc: int) -> None:
     if rc:
         raise RuntimeError(f"tensor-core 2:4 kernel launch failed: {load().s24_mma_error_string(rc).decode()}")
 
 
-def check(x: torch.Tensor, a: torch.Tensor, e: torch.Tensor, s: torch.Tensor | None, n: int, int4: bool) -> None:
-    """ValueError naming the problem unless the operands fit the kernel (it reads raw pointers)."""
-    m, k = x.shape
-    nt, units = -(-n // mma_layout.TILE), k // mma_layout.UNIT
-    want = {"efrag": (e, (nt, units, 16, 4), torch.int32)}
+def check(w: torch.Tensor, e: torch.Tensor, s: torch.Tensor | None, n: int, k: int, int4: bool) -> None:
+    """ValueError naming the problem unless a layer's operands fit the kernel (it reads raw pointers): w = values
+    (N, K/2) bf16 or qweight (N, K/16) int32, e = the cuSPARSELt-order metadata bytes, s = int4 scales."""
+    from compress.runtime.cslt_layout import meta_bytes
+
+    mma_layout.check_shape(n, k)
+    want = {"metadata": (e, (meta_bytes(n, k),), torch.uint8)}
     if int4:
-        want["qfrag"] = (a, (nt, units, 32, 4), torch.int32)
-        want["sfrag"] = (s, (nt, units, 8, 2), torch.bfloat16)
+        want["qweight"] = (w, (n, k // 16), torch.int32)
+        want["scales"] = (s, (n, k // mma_layout.UNIT), torch.bfloat16)
     else:
-        want["afrag"] = (a, (nt, units, 4, 32, 4), torch.int32)
-    problems = operand_problems(x, m, MAX_M, k, mma_layout.UNIT, want)
+        want["values"] = (w, (n, k // 2), torch.bfloat16)
+    x = torch.empty(1, k, dtype=torch.bfloat16, device=e.device)
+    problems = operand_problems(x, 1, MAX_M, k, mma_layout.UNIT, want)
     if problems:
         raise ValueError("tensor-core 2:4 kernel: " + "; ".join(problems))
 
 
-def mm(x: torch.Tensor, a: torch.Tensor, e: torch.Tensor, s: torch.Tensor | None, n: int, int4: bool,
-       launch: tuple[int, int] | None = None) -> torch.Tensor:  # fmt: skip
-    """x (M <= 64, K) bf16 @ W^T -> (M, N), W given by its fragments (see `fragments`)."""
-    check(x, a, e, s, n, int4)
+def launch(x: torch.Tensor, w_ptr: int, e_ptr: int, s_ptr: int | None, n: int, int4: bool,
+           shape: tuple[int, int] | None = None) -> torch.Tensor:  # fmt: skip
+    """x (M <= 64, K) contiguous bf16 CUDA on the current device @ W^T -> (M, N), W given by the pointers of
+    operands `check` accepted. `shape`: the launch shape (default: the tuned one)."""
     m, k = x.shape
-    x = x.contiguous()
-    if x.data_ptr() % 4:  # the kernel reads x in bf16 pairs
+    if x.data_ptr() % 4:  # the kernel reads x in bf16 pairs (a view at an odd offset)
         x = x.clone()
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
-    warps, rows = launch or tuned_launch(n, k, int4, m)
-    with torch.cuda.device(x.device):
-        rc = load().s24_mma(
-            x.data_ptr(), a.data_ptr(), e.data_ptr(), s.data_ptr() if s is not None else None, y.data_ptr(),
-            m, n, k, int(int4), warps, rows, torch.cuda.current_stream(x.device).cuda_stream,
-        )  # fmt: skip
-    _raise(rc)
+    warps, rows = shape or _resolved.get((n, k, int4, m)) or tuned_launch(n, k, int4, m)
+    stream = torch._C._cuda_getCurrentRawStream(x.device.index)
+    _raise(load().s24_mma(x.data_ptr(), w_ptr, e_ptr, s_ptr, y.data_ptr(), m, n, k, int4, warps, rows, stream))
     return y
+
+
+def int4_values(qweight: torch.Tensor, scales: torch.Tensor, out: torch.Tensor) -> None:
+    """Write the bf16 kept values (N, K/2) of int4 qweight + scales into `out` (bf16, 16-byte aligned)."""
+    n, words = qweight.shape
+    stream = torch._C._cuda_getCurrentRawStream(qweight.device.index)
+    _raise(load().s24_int4_values(qweight.data_ptr(), scales.data_ptr(), out.data_ptr(), n, words * 16, stream))
 
 
 def tune(key: tuple, run) -> dict:

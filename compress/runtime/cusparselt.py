@@ -81,15 +81,22 @@ def _check(so, rc: int, what: str) -> None:
         raise RuntimeError(f"{what}: {so.cslt_last_error().decode()}")
 
 
+def bucket(m: int) -> int:
+    """The M a call of m tokens is planned and run at: a multiple of 16 up to 64, of 64 up to 1024, then of 256.
+    cuSPARSELt refuses M not a multiple of 8 (bench/cslt_probe.py: 2047, 100 and 17 fail) and a plan's first call
+    runs cusparseLtMatmulSearch (45-215 ms on the H200), so a new prompt length reuses the plan of its bucket."""
+    step = PAD_M if m <= 64 else 64 if m <= 1024 else 256
+    return -(-m // step) * step
+
+
 def _pad_rows(x: torch.Tensor) -> torch.Tensor:
-    """x (M, K) with zero rows appended up to a multiple of PAD_M (cuSPARSELt wants aligned dense operands;
-    M = 1 fails unpadded)."""
-    extra = -x.shape[0] % PAD_M
+    """x (M, K) with zero rows appended up to `bucket(M)`."""
+    extra = bucket(x.shape[0]) - x.shape[0]
     return torch.nn.functional.pad(x, (0, 0, 0, extra)) if extra else x
 
 
 def _stream(device: torch.device) -> int:
-    return torch.cuda.current_stream(device).cuda_stream
+    return torch._C._cuda_getCurrentRawStream(device.index)
 
 
 class Plans:
@@ -125,8 +132,10 @@ class Plans:
         return out
 
     def matmul(self, packed: torch.Tensor, x: torch.Tensor, n: int) -> torch.Tensor:
-        """x (M, K) contiguous @ W^T -> (M, N), W given by its compressed form (M padded by _pad_rows)."""
-        return self._matmul(packed, _pad_rows(x), n)[: x.shape[0]]
+        """x (M, K) contiguous @ W^T -> (M, N), W given by its compressed form (M padded to its bucket)."""
+        m = x.shape[0]
+        y = self._matmul(packed, _pad_rows(x), n)
+        return y if y.shape[0] == m else y[:m]
 
     def _matmul(self, packed: torch.Tensor, x: torch.Tensor, n: int) -> torch.Tensor:
         self._same_device(x)

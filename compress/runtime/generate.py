@@ -28,7 +28,6 @@ def generate(
     instead of transformers' `generate`; `compile` (implies `fast`): torch.compile the forward first."""
     from compress.runtime.convert import load_runtime_model
     from compress.runtime.linear import Sparse24Linear, choose_paths
-    from compress.runtime.model import release_unused
 
     device = device or torch.device("cpu")
     if max_new_tokens < 1:
@@ -39,7 +38,6 @@ def generate(
         raise UserError(f"{folder} has no tokenizer files; export it with `python -m compress run`")
     if device.type == "cuda":
         choose_paths(model, ms=(1,))
-        release_unused(model)
     ids = tokenizer(prompt, return_tensors="pt").input_ids.to(device)
     t0 = time.perf_counter()
     if fast or compile:

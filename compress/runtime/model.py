@@ -44,17 +44,12 @@ def sparsify(
 
 
 def prepare(model: nn.Module) -> None:
-    """On CUDA: build every Sparse24Linear's cuSPARSELt form (prefill path), its fragment-ordered copy (the
-    tensor-core decode kernel) and the CUDA decode kernels."""
+    """On CUDA: turn every Sparse24Linear into its one resident form (cuSPARSELt's compressed form; int4: nibbles,
+    scales and that form's metadata) and build the tensor-core kernel. Layer by layer, so the transient peak is
+    one layer's conversion."""
     for m in model.modules():
-        if isinstance(m, Sparse24Linear) and m.meta.is_cuda:
+        if isinstance(m, Sparse24Linear) and m.device.type == "cuda":
             m.prepare_gpu()
-
-
-def release_unused(model: nn.Module) -> int:
-    """After `choose_paths`: free every Sparse24Linear's weight forms no call can reach (`release_unused` of
-    each layer); returns the bytes freed."""
-    return sum(m.release_unused() for m in model.modules() if isinstance(m, Sparse24Linear))
 
 
 def compile_forward(model: nn.Module) -> nn.Module:

@@ -4,18 +4,23 @@
 // metadata) by 32 columns of up to 8 tokens (B), so the tensor cores pick each group's two x values and do
 // the multiply-adds; the CUDA cores only move bytes (and, for int4, turn nibbles into bf16).
 //
-// Weights are read in the fragment order of compress/runtime/mma_layout.py (made once at load time), so a
-// lane's operands for 4 k-tiles (one 128-column unit) are 4 (bf16) or 1 (int4) 16-byte loads, each warp-wide
-// load 512 contiguous bytes, plus one 16-byte metadata load (256 contiguous bytes: lanes t = 2, 3 of a quad
-// read the same words as t = 0, 1):
-//   afrag (N/16, K/128, 4, 32, 4) bf16 pairs; qfrag (N/16, K/128, 32, 4) nibbles q+8; efrag (N/16, K/128, 16, 4)
-//   metadata words; sfrag (N/16, K/128, 8) pairs of bf16 scales of rows (g, g+8).
+// The weight is read in its one resident form (issue 16), no copy: the kept values row-major — bf16 `values`
+// (N, K/2), which are the head of cuSPARSELt's compressed form, or int4 `qweight` (N, K/16) nibbles q+8 — and
+// the metadata in cuSPARSELt's order (compress/runtime/cslt_layout.py: per 64-row x 32-column block, the 8
+// bytes of rows r and r+8 hold their 16 group fields, nibble r3 | j2<<1 | j0<<2 | j1<<3 for group j).
+// The mma's 8 group slots of k-tile kt of a 128-column unit are slot s = group 2kt + s/4 of block s%4 (the
+// product is the same whichever groups a tile holds, as long as A, B and the metadata agree; mma_layout.py
+// emulates this arithmetic for the CPU tests): lane (g, t)'s A registers for the unit's 4 k-tiles (slots t and
+// t+4, PTX's fragment layout) are then the 8 groups of block t — 32 contiguous bytes of a bf16 row, two 16-byte
+// loads, or 8 bytes of int4 nibbles — and its metadata word (lanes t = 0, 1: slots 4t..4t+3 of rows g, g+8)
+// is one byte of each block's row-pair metadata, byte-permuted side by side with the nibbles unzipped.
 // int4 -> bf16: (w >> 4r) & 0x000F000F | 0x43004300 is the bf16 pair 128 + n (exact), minus 136 gives n - 8;
-// the integers go through the mma exactly and the unit's group scale is applied to its fp32 partial sums.
+// the integers go through the mma exactly and the 128-column unit's group scale is applied to its fp32
+// partial sums.
 //
-// One block per R 16-row tiles; its warps split K (unit u to warp u % WARPS) and meet in shared memory at the
-// end. B fragments come from x in global memory (L1-cached: every warp of the SM reads the same x); each is
-// used for the block's R tiles, so larger M (more B fragments per k-tile) takes larger R.
+// One block per R 16-row tiles; its warps split K (unit u of 128 columns to warp u % WARPS) and meet in shared
+// memory at the end. B fragments come from x in global memory (L1-cached: every warp of the SM reads the same
+// x); each is used for the block's R tiles, so larger M (more B fragments per k-tile) takes larger R.
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -40,42 +45,64 @@ __device__ __forceinline__ uint32_t int4_pair(uint32_t w, int r) {
   return *reinterpret_cast<uint32_t*>(&h);
 }
 
-__device__ __forceinline__ uint32_t part(const uint4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
+// Lane t's mma metadata word for k-tile kt from the unit's 4 blocks' row-pair metadata (8 bytes each): row g's
+// fields of slots 0..3 (group 2kt + t of blocks 0..3) in bits 0-15, row g+8's in bits 16-31 (t = 0, 1). That
+// group's two fields (rows g, g+8: low, high nibble) are byte (kt >> 1) + 2t of word kt & 1 of each block.
+__device__ __forceinline__ uint32_t meta_word(const uint2 (&c)[4], int kt, int t) {
+  const uint32_t p = (kt >> 1) + 2 * (t & 1), sel = p | ((p + 4) << 4);
+  const uint32_t w0 = kt & 1 ? c[0].y : c[0].x, w1 = kt & 1 ? c[1].y : c[1].x;
+  const uint32_t w2 = kt & 1 ? c[2].y : c[2].x, w3 = kt & 1 ? c[3].y : c[3].x;
+  const uint32_t x = __byte_perm(__byte_perm(w0, w1, sel), __byte_perm(w2, w3, sel), 0x5410);
+  const uint32_t e = x & 0x0F0F0F0Fu, o = (x >> 4) & 0x0F0F0F0Fu;  // row g's fields; row g+8's
+  return __byte_perm(e | (e >> 4), o | (o >> 4), 0x6420);
+}
 
 template <bool INT4, int NT, int R, int WARPS, int UN>
 __global__ void __launch_bounds__(WARPS * 32) mma24_kernel(const uint32_t* __restrict__ x,  // bf16 pairs
-                                                           const uint4* __restrict__ a, const uint4* __restrict__ e,
-                                                           const uint32_t* __restrict__ s,
+                                                           const uint32_t* __restrict__ w,  // values / qweight
+                                                           const uint2* __restrict__ e,     // metadata words
+                                                           const __nv_bfloat16* __restrict__ s,  // int4 scales
                                                            __nv_bfloat16* __restrict__ y, int m, int n, int k) {
   __shared__ float red[WARPS][R][NT][4][32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
-  const int tiles = (n + 15) / 16;
+  const int tiles = n / 16;
   const int units = k / 128;
-  const int xrow = k / 2;  // bf16 pairs per token
-  int tile[R];             // this block's R row tiles (clamped: the loads stay in bounds, the stores are guarded)
+  const int xrow = k / 2;                 // bf16 pairs per token
+  const int wrow = INT4 ? k / 16 : k / 4;  // 32-bit words per weight row
+  const int blocks32 = k / 32;
+  int tile[R];  // this block's R row tiles (clamped: the loads stay in bounds, the stores are guarded)
 #pragma unroll
   for (int q = 0; q < R; ++q) tile[q] = min(blockIdx.x * R + q, tiles - 1);
   float acc[R][NT][4] = {};
 
   for (int u0 = warp; u0 < units; u0 += WARPS * UN) {
-    uint4 av[UN][R][INT4 ? 1 : 4], ev[UN][R];
-    uint32_t sv[UN][R];
+    uint4 av[UN][R][2][2];  // bf16: rows g, g+8 x the 32 bytes of block t (two 16-byte halves)
+    uint2 qv[UN][R][2];     // int4: rows g, g+8 x the 8 bytes of block t
+    uint2 ev[UN][R][4];     // the row pair's metadata of the unit's 4 blocks
+    float sv[UN][R][2];     // int4: the unit's scales of rows g, g+8
 #pragma unroll
     for (int j = 0; j < UN; ++j) {  // all weight loads of UN units first (bytes in flight)
       const int u = u0 + j * WARPS;
       if (u < units) {
 #pragma unroll
         for (int q = 0; q < R; ++q) {
-          const size_t tu = (size_t)tile[q] * units + u;
+          const size_t r0 = (size_t)tile[q] * 16 + g, r1 = r0 + 8;
           if (INT4) {
-            av[j][q][0] = __ldcs(a + tu * 32 + lane);
-            sv[j][q] = __ldg(s + tu * 8 + g);
+            qv[j][q][0] = __ldcs(reinterpret_cast<const uint2*>(w + r0 * wrow + u * 8 + 2 * t));
+            qv[j][q][1] = __ldcs(reinterpret_cast<const uint2*>(w + r1 * wrow + u * 8 + 2 * t));
+            sv[j][q][0] = __bfloat162float(s[r0 * units + u]);
+            sv[j][q][1] = __bfloat162float(s[r1 * units + u]);
           } else {
-#pragma unroll
-            for (int kt = 0; kt < 4; ++kt) av[j][q][INT4 ? 0 : kt] = __ldcs(a + (tu * 4 + kt) * 32 + lane);
+            const uint4* a0 = reinterpret_cast<const uint4*>(w + r0 * wrow + u * 32 + 8 * t);
+            const uint4* a1 = reinterpret_cast<const uint4*>(w + r1 * wrow + u * 32 + 8 * t);
+            av[j][q][0][0] = __ldcs(a0), av[j][q][0][1] = __ldcs(a0 + 1);
+            av[j][q][1][0] = __ldcs(a1), av[j][q][1][1] = __ldcs(a1 + 1);
           }
-          ev[j][q] = __ldcs(e + tu * 16 + 2 * g + (t & 1));
+          // metadata: block b's 64-row tile at 32 words of 8 bytes, row pair g + 8 * (tile & 3)
+          const uint2* eb = e + ((size_t)(tile[q] >> 2) * blocks32 + u * 4) * 32 + g + 8 * (tile[q] & 3);
+#pragma unroll
+          for (int b = 0; b < 4; ++b) ev[j][q][b] = __ldcs(eb + b * 32);
         }
       }
     }
@@ -86,27 +113,41 @@ __global__ void __launch_bounds__(WARPS * 32) mma24_kernel(const uint32_t* __res
       float grp[R][NT][4] = {};  // the unit's int4 partial sums, before its group scale
 #pragma unroll
       for (int kt = 0; kt < 4; ++kt) {
-        const int c = u * 64 + kt * 16 + t;  // pair index of column 2t of this k-tile
+        uint32_t af[R][4], em[R];
+#pragma unroll
+        for (int q = 0; q < R; ++q) {
+          em[q] = meta_word(ev[j][q], kt, t);
+          if (INT4) {  // groups 2kt, 2kt+1 of block t: the 16-bit half kt & 1 of word kt >> 1, spread for int4_pair
+            const uint32_t h0 = ((kt >> 1 ? qv[j][q][0].y : qv[j][q][0].x) >> (16 * (kt & 1))) & 0xFFFFu;
+            const uint32_t h1 = ((kt >> 1 ? qv[j][q][1].y : qv[j][q][1].x) >> (16 * (kt & 1))) & 0xFFFFu;
+            const uint32_t s0 = h0 | (h0 << 12), s1 = h1 | (h1 << 12);
+            af[q][0] = int4_pair(s0, 0), af[q][1] = int4_pair(s1, 0), af[q][2] = int4_pair(s0, 2), af[q][3] = int4_pair(s1, 2);
+          } else {  // groups 2kt, 2kt+1 of block t: words 2kt, 2kt+1 of its 8
+            const uint4& v0 = av[j][q][0][kt >> 1];
+            const uint4& v1 = av[j][q][1][kt >> 1];
+            af[q][0] = kt & 1 ? v0.z : v0.x, af[q][2] = kt & 1 ? v0.w : v0.y;
+            af[q][1] = kt & 1 ? v1.z : v1.x, af[q][3] = kt & 1 ? v1.w : v1.y;
+          }
+        }
+        // B: tile column 2t + 8r (+1) is slot 2r + t/2 = group 2kt + r/2 of block (2r + t/2) % 4, position 2(t&1)
+        const int c = u * 64 + 16 * (t >> 1) + (t & 1) + 4 * kt;
 #pragma unroll
         for (int i = 0; i < NT; ++i) {
           const int tok = i * 8 + g;
           uint32_t bf[4];  // B fragment: loaded once, used by the R row tiles
+          const uint32_t* xr = x + (size_t)tok * xrow + c;
+          bf[0] = tok < m ? __ldg(xr) : 0u;
+          bf[1] = tok < m ? __ldg(xr + 32) : 0u;
+          bf[2] = tok < m ? __ldg(xr + 2) : 0u;
+          bf[3] = tok < m ? __ldg(xr + 34) : 0u;
 #pragma unroll
-          for (int r = 0; r < 4; ++r) bf[r] = tok < m ? __ldg(x + (size_t)tok * xrow + c + 4 * r) : 0u;
-#pragma unroll
-          for (int q = 0; q < R; ++q) {
-            uint32_t af[4];
-#pragma unroll
-            for (int r = 0; r < 4; ++r)
-              af[r] = INT4 ? int4_pair(part(av[j][q][0], kt), r) : part(av[j][q][INT4 ? 0 : kt], r);
-            mma_sp(INT4 ? grp[q][i] : acc[q][i], af, bf, part(ev[j][q], kt));
-          }
+          for (int q = 0; q < R; ++q) mma_sp(INT4 ? grp[q][i] : acc[q][i], af[q], bf, em[q]);
         }
       }
       if (INT4) {
 #pragma unroll
         for (int q = 0; q < R; ++q) {
-          const float s0 = __uint_as_float(sv[j][q] << 16), s1 = __uint_as_float(sv[j][q] & 0xffff0000u);
+          const float s0 = sv[j][q][0], s1 = sv[j][q][1];
 #pragma unroll
           for (int i = 0; i < NT; ++i) {
             acc[q][i][0] = fmaf(grp[q][i][0], s0, acc[q][i][0]);
@@ -140,10 +181,10 @@ template <bool INT4, int NT, int R, int WARPS>
 cudaError_t launch(const void* x, const void* a, const void* e, const void* s, void* y, int m, int n, int k,
                    cudaStream_t stream) {
   constexpr int UN = (INT4 ? 4 : 2) / R > 0 ? (INT4 ? 4 : 2) / R : 1;
-  const int blocks = ((n + 15) / 16 + R - 1) / R;
+  const int blocks = (n / 16 + R - 1) / R;
   mma24_kernel<INT4, NT, R, WARPS, UN><<<blocks, WARPS * 32, 0, stream>>>(
-      static_cast<const uint32_t*>(x), static_cast<const uint4*>(a), static_cast<const uint4*>(e),
-      static_cast<const uint32_t*>(s), static_cast<__nv_bfloat16*>(y), m, n, k);
+      static_cast<const uint32_t*>(x), static_cast<const uint32_t*>(a), static_cast<const uint2*>(e),
+      static_cast<const __nv_bfloat16*>(s), static_cast<__nv_bfloat16*>(y), m, n, k);
   return cudaGetLastError();
 }
 
@@ -179,6 +220,25 @@ cudaError_t by_m(int rows, int warps, const void* x, const void* a, const void* 
   return by_rows<INT4, 8>(rows, warps, x, a, e, s, y, m, n, k, st);
 }
 
+// int4 kept values -> bf16 kept values (the values section of a cuSPARSELt compressed form, for prefill):
+// thread i turns qweight word i (8 nibbles q+8 of one row) into 8 bf16 (q - 8) * scale, one 16-byte store.
+__global__ void int4_values_kernel(const uint32_t* __restrict__ q, const __nv_bfloat16* __restrict__ s,
+                                   uint4* __restrict__ out, long words, int row_words, int groups) {
+  const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= words) return;
+  const uint32_t w = q[i];
+  const long row = i / row_words;
+  const float sc = __bfloat162float(s[row * groups + (i % row_words) / 8]);  // 8 words = 64 kept = 128 columns
+  uint32_t o[4];
+#pragma unroll
+  for (int p = 0; p < 4; ++p) {
+    const float a = (float)((int)((w >> (8 * p)) & 15) - 8) * sc, b = (float)((int)((w >> (8 * p + 4)) & 15) - 8) * sc;
+    __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    o[p] = *reinterpret_cast<uint32_t*>(&h);
+  }
+  out[i] = make_uint4(o[0], o[1], o[2], o[3]);
+}
+
 __global__ void probe_kernel(const uint32_t* a, const uint32_t* b, const uint32_t* e, float* d) {
   const int lane = threadIdx.x;
   uint32_t af[4], bf[4];
@@ -192,12 +252,13 @@ __global__ void probe_kernel(const uint32_t* a, const uint32_t* b, const uint32_
 
 extern "C" {
 
-// Returns 0 or a cudaError_t. x (m, k) bf16 contiguous, 4-byte aligned; a = afrag (bf16) or qfrag (int4),
-// e = efrag, s = sfrag (int4; unused for bf16), 16-byte aligned; 1 <= m <= 64, k % 128 == 0, warps 4 or 8,
+// Returns 0 or a cudaError_t. x (m, k) bf16 contiguous, 4-byte aligned; a = values (N, K/2) bf16 or qweight
+// (N, K/16) int32 (int4), e = cuSPARSELt-order metadata (cslt_layout.meta_bytes(N, K)), s = scales (N, K/128)
+// bf16 (int4; unused for bf16), 16-byte aligned; 1 <= m <= 64, n % 16 == 0, k % 128 == 0, warps 4 or 8,
 // rows (16-row tiles per block) 1, 2 or 4 with rows * ceil(m / 8) <= 8. Launches on `stream` of the current device.
 int s24_mma(const void* x, const void* a, const void* e, const void* s, void* y, int m, int n, int k, int int4,
             int warps, int rows, void* stream) {
-  if (m < 1 || m > 64 || k % 128 || n < 1) return (int)cudaErrorInvalidValue;
+  if (m < 1 || m > 64 || k % 128 || n < 16 || n % 16) return (int)cudaErrorInvalidValue;
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   return int4 ? (int)by_m<true>(rows, warps, x, a, e, s, y, m, n, k, st)
               : (int)by_m<false>(rows, warps, x, a, e, s, y, m, n, k, st);
@@ -209,6 +270,17 @@ int s24_mma_probe(const void* a, const void* b, const void* e, void* d, void* st
   probe_kernel<<<1, 32, 0, static_cast<cudaStream_t>(stream)>>>(static_cast<const uint32_t*>(a),
                                                                static_cast<const uint32_t*>(b),
                                                                static_cast<const uint32_t*>(e), static_cast<float*>(d));
+  return (int)cudaGetLastError();
+}
+
+// int4 qweight (n, k/16) + bf16 scales (n, k/128) -> bf16 kept values (n, k/2) at `out` (16-byte aligned).
+int s24_int4_values(const void* q, const void* s, void* out, int n, int k, void* stream) {
+  if (k % 128 || n < 1) return (int)cudaErrorInvalidValue;
+  const long words = (long)n * (k / 16);
+  const int threads = 256;
+  int4_values_kernel<<<(unsigned)((words + threads - 1) / threads), threads, 0, static_cast<cudaStream_t>(stream)>>>(
+      static_cast<const uint32_t*>(q), static_cast<const __nv_bfloat16*>(s), static_cast<uint4*>(out), words, k / 16,
+      k / 128);
   return (int)cudaGetLastError();
 }
 
