@@ -85,6 +85,10 @@ def variant(dense, name: str):
     if name == "dense":
         return dense
     model = copy.deepcopy(dense)
+    # transformers keeps its compiled forward on the instance (GenerationMixin.get_compiled_call): a copy made after
+    # the dense model's compiled `generate` would run the *dense* compiled graph
+    for attr in ("_compiled_call", "_last_compile_config"):
+        model.__dict__.pop(attr, None)
     sparsify(model, int4=name == "ours_int4_2of4")
     if next(model.parameters()).is_cuda:
         prepare(model)
@@ -93,6 +97,19 @@ def variant(dense, name: str):
 
 def weight_gib(model) -> float:
     return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]) / 2**30
+
+
+def linear_gib(model) -> float:
+    """GiB held by the decoder layers' Linear weights (nn.Linear or Sparse24Linear, every form it keeps)."""
+    from compress.runtime.linear import Sparse24Linear
+
+    total = 0
+    for m in model.model.layers.modules():
+        if isinstance(m, Sparse24Linear):
+            total += sum(b.numel() * b.element_size() for name, b in m.named_buffers() if name != "bias")
+        elif isinstance(m, torch.nn.Linear):
+            total += m.weight.numel() * m.weight.element_size()
+    return total / 2**30
 
 
 def prompt(model, batch: int, tokens: int, seed: int) -> torch.Tensor:
@@ -185,6 +202,7 @@ def main() -> None:
             print(f"{name}: logits rel err vs dense {up['logits_rel_err'][name]:.4f}", flush=True)
         if "memory" in modes:
             put(["memory_gib", name], weight_gib(model))
+            put(["linear_weight_gib", name], linear_gib(model))
             print(f"{name}: weights + buffers {up['memory_gib'][name]:.2f} GiB", flush=True)
         for mode, key, compiled in (("prefill_eager", "eager", False), ("prefill_compiled", "compiled", True)):
             if mode not in modes:

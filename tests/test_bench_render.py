@@ -139,3 +139,19 @@ def test_user_path_decode_rate_and_table():
     assert "| prefill 2048 ms, eager | 60.0 | 40.0 (1.50×) | 50.0 (1.20×) |" in text
     assert "| weights + buffers GiB | 10.00 | 5.60 (0.56×) | — |" in text
     assert user_path({}) == []
+
+
+def test_user_path_variant_does_not_inherit_the_dense_models_compiled_generate():
+    """transformers keeps generate's compiled forward on the instance (`_compiled_call`); a 2:4 copy made after
+    the dense model's compiled generate must compile its own, not run the dense graph (the bug that voided the
+    2026-12-02 compiled-generate figures)."""
+    import torch
+
+    from bench.user_path import build, linear_gib, variant
+
+    dense = build(1, torch.device("cpu"), tiny=True)
+    dense._compiled_call, dense._last_compile_config = dense.__call__, object()  # as after a compiled generate
+    ours = variant(dense, "ours_2of4")
+    assert "_compiled_call" not in ours.__dict__ and "_last_compile_config" not in ours.__dict__
+    assert ours.model.layers[0].mlp.down_proj.__class__.__name__ == "Sparse24Linear"
+    assert 0.5 < linear_gib(ours) / linear_gib(dense) < 0.6  # fp32 values + positions: (4 * 0.5 + 1/8) / 4

@@ -108,6 +108,7 @@ def runtime(d: dict) -> list[str]:
     cmds = run.get("commands", [run["command"]])
     lines = [
         "## Runtime (issue #5): 2:4 on the H200",
+        *(["", f"**Note.** {d['end_to_end_note']}"] if d.get("end_to_end_note") else []),
         "",
         f"{run['machine']}, torch {d['torch']}, prefill backend `{d['prefill_backend']}` (our cached-plan "
         f"cuSPARSELt shim); device-to-device copy {d['copy_bandwidth_tb_s']:.2f} TB/s; latest run {run['date']}. "
@@ -221,24 +222,26 @@ def runtime(d: dict) -> list[str]:
     lines += [
         f"Per GEMM ({dates.get('gemm', '')}; µs; N×K = out×in features; *eager* = a plain PyTorch call, host "
         "work included; *GPU* = the same calls replayed from a CUDA graph; weights rotated over copies larger than "
-        "L2; bound = 2:4 bf16 bytes / copy bandwidth; CUDA = our GEMV, M ≤ 8; mma = our tensor-core kernel, "
-        "M ≤ 64, bf16 and int4):",
+        "L2; bound = 2:4 bf16 bytes / copy bandwidth; mma = our tensor-core kernel on the one resident form, "
+        "M ≤ 64, bf16 and int4; ours = the path the layer takes before a path search; int4 at M > 64: the values "
+        "kernel into the scratch form, then cuSPARSELt):",
         "",
         "| N×K | M | dense eager | stock eager | ours eager | dense GPU | stock GPU | ours GPU (path) | ours int4 GPU "
-        "| CUDA GPU | mma GPU | mma int4 GPU | Triton GPU | cuSPARSELt GPU | 2:4 byte bound | ours/dense GPU |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "(path) | mma GPU | mma int4 GPU | cuSPARSELt GPU | 2:4 byte bound | dense/ours GPU | dense/ours int4 GPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in d["gemm"]:
         if r.get("timed") is False:
-            lines.append(f"| {r['shape']} | {r['m']} | correctness check failed |" + " |" * 13)
+            lines.append(f"| {r['shape']} | {r['m']} | correctness check failed |" + " |" * 12)
             continue
+        i4 = r.get("ours_int4_gpu_us")
+        ratio4 = f"{r['dense_gpu_us'] / i4:.2f}×" if i4 else "—"
         lines.append(
             f"| {r['shape']} | {r['m']} | {f1(r['dense_us'])} | {f1(r.get('stock_us'))} | {f1(r['ours_us'])} | "
             f"{f1(r['dense_gpu_us'])} | {f1(r.get('stock_gpu_us'))} | {f1(r['ours_gpu_us'])} ({r['ours_path']}) | "
-            f"{f1(r.get('ours_int4_gpu_us'))} | {f1(r.get('cuda_gpu_us'))} | {f1(r.get('mma_gpu_us'))} | "
-            f"{f1(r.get('mma_int4_gpu_us'))} | {f1(r.get('triton_gpu_us'))} | "
-            f"{f1(r.get('cusparselt_gpu_us'))} | {f1(r['bound_us_24_bytes'])} | "
-            f"{r['dense_gpu_us'] / r['ours_gpu_us']:.2f}× |"
+            f"{f1(i4)} ({r.get('ours_int4_path', '—')}) | {f1(r.get('mma_gpu_us'))} | "
+            f"{f1(r.get('mma_int4_gpu_us'))} | {f1(r.get('cusparselt_gpu_us'))} | {f1(r['bound_us_24_bytes'])} | "
+            f"{r['dense_gpu_us'] / r['ours_gpu_us']:.2f}× | {ratio4} |"
         )
 
     def chosen(name: str, m: int) -> dict:  # {shape: µs of the chosen path}
@@ -428,10 +431,23 @@ def user_path(d: dict) -> list[str]:
             return f"{mem[k]:.2f}{ratio}"
 
         lines.append("| weights + buffers GiB | " + " | ".join(gib(k) for k, _ in names) + " |")
+    lin = up.get("linear_weight_gib")
+    if lin and lin.get("dense"):
+
+        def lgib(k: str) -> str:
+            if lin.get(k) is None:
+                return "—"
+            return f"{lin[k]:.3f}" + ("" if k == "dense" else f" ({lin[k] / lin['dense']:.4f}×)")
+
+        lines.append("| decoder Linear weights GiB | " + " | ".join(lgib(k) for k, _ in names) + " |")
     graphs = up.get("prefill_compiled_graphs")
     if graphs:
         lines += ["", "Graphs dynamo compiled for the prefill at two lengths: "
                   + ", ".join(f"{k} {v}" for k, v in graphs.items()) + "."]  # fmt: skip
+    if up.get("linear_weight_gib_note"):
+        lines += ["", f"Decoder Linear weights: {up['linear_weight_gib_note']}."]
     if up.get("errors"):
         lines += ["", "Failed: " + "; ".join(f"{k}: {v}" for k, v in up["errors"].items()) + "."]
+    for k, v in up.get("not_measured", {}).items():
+        lines += ["", f"Not measured: {k} — {v}"]
     return [*lines, ""]
