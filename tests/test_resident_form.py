@@ -101,6 +101,23 @@ def test_resident_layer_keeps_one_form_and_still_saves_and_computes_format24(int
         layer.load_state_dict(after)  # ... never silently into a converted one
 
 
+def test_an_fp16_layer_keeps_its_dtype_in_the_resident_form(monkeypatch):
+    """The compressed form's bytes do not say bf16 or fp16: a resident fp16 layer still computes, saves and traces
+    as fp16 (the kernel, bf16 only, is not used for it: cuSPARSELt reads fp16)."""
+    layer = _layer(64, 256)
+    layer.values.data = layer.values.data.half()
+    x = torch.randn(2, 256).half()
+    y = layer(x)
+    layer.to_resident()
+    assert layer.value_dtype == torch.float16 and layer.format24()[0].dtype == torch.float16
+    from compress.runtime import cuda_mma
+
+    monkeypatch.setattr(cuda_mma, "unavailable", lambda: None)  # as on a GPU with the kernel built
+    assert not linear._mma_usable(64, 256, layer.value_dtype) and linear._mma_usable(64, 256, torch.bfloat16)
+    torch.testing.assert_close(layer(x), y, rtol=0, atol=0)
+    torch.testing.assert_close(torch.compile(layer, backend="eager")(x), y, rtol=0, atol=0)
+
+
 def test_path_follows_m_and_the_measured_table(monkeypatch):
     monkeypatch.setattr(linear, "_measured", {})
     top = linear.DEFAULT_MMA_MAX_M  # unmeasured: the kernel up to it, then cuSPARSELt
@@ -120,8 +137,9 @@ def test_custom_op_fake_kernel_gives_the_output_shape():
     with FakeTensorMode():
         x = torch.empty(5, 256, dtype=torch.bfloat16)
         y = torch.ops.llm_compress.sparse24_mm(
-            x, None, None, None, torch.empty(cslt_layout.compressed_bytes(24, 256), dtype=torch.uint8), 24, False
-        )
+            x, None, None, None, torch.empty(cslt_layout.compressed_bytes(24, 256), dtype=torch.uint8), 24, False,
+            torch.bfloat16,
+        )  # fmt: skip
     assert tuple(y.shape) == (5, 24) and y.dtype == torch.bfloat16
 
 

@@ -61,8 +61,9 @@ def reference_mm(x2: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
 
 
 def scratch(device: torch.device, nbytes: int) -> torch.Tensor:
-    """The per-device scratch compressed form, at least `nbytes` (grown at prepare time, so never inside a CUDA
-    graph capture)."""
+    """The per-device scratch compressed form, at least `nbytes` (grown at prepare time, so a call inside a CUDA
+    graph capture finds it; a layer moved to another GPU after preparing gets one on its first call). One per
+    device, used in stream order: the int4 prefill of two streams at once on one GPU is not supported."""
     have = _scratch.get(device.index)
     if have is None or have.numel() < nbytes:
         have = _scratch[device.index] = torch.empty(nbytes, dtype=torch.uint8, device=device)
@@ -99,7 +100,7 @@ def sparse24_mm(x2: torch.Tensor, layer: Sparse24Linear, path: str | None = None
         return backend().matmul(layer.cslt, x2, n)
     from compress.runtime import cuda_mma
 
-    buf = _scratch[x2.device.index][: cslt_layout.compressed_bytes(n, k)]
+    buf = scratch(x2.device, cslt_layout.compressed_bytes(n, k))[: cslt_layout.compressed_bytes(n, k)]
     with torch.cuda.device(x2.device):
         cuda_mma.int4_values(layer.qweight, layer.scales, cslt_layout.values_view(buf, n, k))
     cslt_layout.meta_view(buf, n, k).copy_(layer.cslt)
@@ -115,20 +116,21 @@ def sparse24_mm_op(
     cslt: torch.Tensor | None,
     n: int,
     int4: bool,
+    dtype: torch.dtype,
 ) -> torch.Tensor:
     """x2 (M, K) @ W^T for a layer given by its buffers: format24 (w = values or qweight, scales, meta) on the CPU,
     the prepared one form on a GPU (bf16: cslt; int4: qweight, scales, cslt metadata), the path chosen on the
-    real M here, at run time."""
+    real M here, at run time. `dtype`: the layer's value dtype (the compressed form's bytes do not carry it)."""
     if not x2.is_cuda:
         if meta is None:
             meta = cslt_layout.from_meta(cslt[-cslt_layout.meta_bytes(n, x2.shape[1]) :], n, x2.shape[1])
-            w = w if int4 else cslt_layout.values_view(cslt, n, x2.shape[1])
+            w = w if int4 else cslt_layout.values_view(cslt, n, x2.shape[1], dtype)
         return reference_mm(x2, format24.unpack_24(format24.dequantize_int4(w, scales) if int4 else w, meta))
-    return sparse24_mm(x2, _Prepared(w, scales, cslt, n, x2.shape[1], int4))
+    return sparse24_mm(x2, _Prepared(w, scales, cslt, n, x2.shape[1], int4, dtype))
 
 
 @sparse24_mm_op.register_fake
-def _(x2, w, scales, meta, cslt, n, int4):
+def _(x2, w, scales, meta, cslt, n, int4, dtype):
     return x2.new_empty((x2.shape[0], n))
 
 
@@ -137,10 +139,10 @@ class _Prepared:
 
     __slots__ = ("qweight", "scales", "cslt", "out_features", "in_features", "int4", "mma", "value_dtype")
 
-    def __init__(self, w, scales, cslt, n, k, int4):
+    def __init__(self, w, scales, cslt, n, k, int4, dtype):
         self.qweight, self.scales, self.cslt = w, scales, cslt
         self.out_features, self.in_features, self.int4 = n, k, int4
-        self.value_dtype = scales.dtype if int4 else torch.bfloat16
+        self.value_dtype = dtype
         self.mma = _mma_usable(n, k, self.value_dtype)
 
     def pointers(self):
@@ -184,6 +186,7 @@ class Sparse24Linear(nn.Module):
         # derived on load, so not in the state dict (which always holds format24, see _save_to_state_dict)
         self.register_buffer("cslt", None, persistent=False)
         self.mma = False  # the tensor-core kernel reads this layer (set by prepare_gpu)
+        self._resident_dtype: torch.dtype | None = None  # the values' dtype inside `cslt` (bf16 layers)
         self._ptrs: tuple = (None, None)  # (cslt's data_ptr, the kernel's operand pointers)
 
     @property
@@ -199,7 +202,7 @@ class Sparse24Linear(nn.Module):
         """The dtype the layer computes in (of the values, or of the int4 scales)."""
         if self.int4:
             return self.scales.dtype
-        return torch.bfloat16 if self.values is None else self.values.dtype
+        return self._resident_dtype if self.values is None else self.values.dtype
 
     @property
     def device(self) -> torch.device:
@@ -240,7 +243,7 @@ class Sparse24Linear(nn.Module):
             meta = cslt_layout.from_meta(section, n, k)
         if self.int4:
             return self.qweight, meta
-        values = self.values if self.values is not None else cslt_layout.values_view(self.cslt, n, k)
+        values = self.values if self.values is not None else cslt_layout.values_view(self.cslt, n, k, self.value_dtype)
         return values, meta
 
     def kept_values(self) -> torch.Tensor:
@@ -276,7 +279,7 @@ class Sparse24Linear(nn.Module):
             self.cslt = cslt_layout.to_meta(self.meta)
         else:
             self.cslt = cslt_layout.to_cslt(self.values, self.meta)
-            self.values = None
+            self._resident_dtype, self.values = self.values.dtype, None
         self.meta = None
 
     def prepare_gpu(self) -> None:
@@ -302,7 +305,7 @@ class Sparse24Linear(nn.Module):
         self.mma = _mma_usable(n, k, self.value_dtype) and check_kernels()
         if self.mma:
             cslt = self.cslt
-            w = self.qweight if self.int4 else cslt_layout.values_view(cslt, n, k)
+            w = self.qweight if self.int4 else cslt_layout.values_view(cslt, n, k, self.value_dtype)
             cuda_mma.check(w, cslt if self.int4 else cslt_layout.meta_view(cslt, n, k), self.scales, n, k, self.int4)
 
     def pointers(self) -> tuple[int, int, int | None]:
@@ -330,12 +333,14 @@ class Sparse24Linear(nn.Module):
         x2 = x.reshape(-1, self.in_features)
         if x2.is_cuda and not self.prepared:
             raise RuntimeError("a CUDA Sparse24Linear must be prepared first: compress.runtime.model.prepare(model)")
+        if x2.is_cuda and x2.dtype != self.value_dtype:
+            raise ValueError(f"this 2:4 layer computes in {self.value_dtype}, got {x2.dtype} input; cast the model")
         if x2.shape[0] == 0:  # (a symbolic size is ≥ 2 to the compiler: no guard)
             y = x2.new_empty((0, self.out_features))
         elif torch.compiler.is_compiling():  # CPU too: the op runs the reference there
             w = self.qweight if self.int4 else self.values
             y = torch.ops.llm_compress.sparse24_mm(
-                x2.contiguous(), w, self.scales, self.meta, self.cslt, self.out_features, self.int4
+                x2.contiguous(), w, self.scales, self.meta, self.cslt, self.out_features, self.int4, self.value_dtype
             )
         elif not x2.is_cuda:
             y = reference_mm(x2, self.dense_weight())
