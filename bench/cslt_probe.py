@@ -25,18 +25,12 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compress.runtime import format24  # noqa: E402
+from compress.runtime.cslt_layout import random_keep  # noqa: E402
 from compress.runtime.cusparselt import backend  # noqa: E402
 from compress.runtime.timing import graph_time_us  # noqa: E402
 
 SMALL = [(128, 256), (256, 256), (64, 512), (384, 192), (32, 128), (128, 1024)]
 BIG = [(4096, 4096), (11008, 4096), (4096, 11008), (12288, 4096), (22016, 4096)]
-
-
-def random_keep(n: int, k: int, gen: torch.Generator) -> torch.Tensor:
-    """An exact 2:4 keep-mask, each group's pair uniform over the 6."""
-    pairs = torch.tensor([[1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 0, 1], [0, 1, 1, 0], [0, 1, 0, 1], [0, 0, 1, 1]])
-    pick = torch.randint(0, 6, (n, k // 4), generator=gen)
-    return pairs[pick].reshape(n, k).bool()
 
 
 def coded(keep: torch.Tensor, code: torch.Tensor) -> torch.Tensor:

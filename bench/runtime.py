@@ -467,7 +467,6 @@ def main() -> None:
         except Exception:  # noqa: BLE001
             traceback.print_exc()
     summarise(results)
-    results.pop("triton_configs", None)  # (the Triton kernels read format24 and are gone with it, issue 16)
     save(args.json, results)
     print(json.dumps({k: v for k, v in results.items() if k not in ("gemm", "end_to_end")}, indent=1))
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from compress.runtime import format24
 from compress.runtime.format24 import _to_int32
 
 TILE_ROWS = 64  # rows per metadata tile
@@ -76,7 +77,7 @@ def from_meta(section: torch.Tensor, n: int, k: int) -> torch.Tensor:
 
 def to_cslt(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
     """format24 (values (N, K/2) bf16, meta) -> the compressed form cusparseLtSpMMACompress2 writes, uint8."""
-    if values.dtype not in (torch.bfloat16, torch.float16):
+    if values.dtype not in DTYPES:
         raise ValueError(f"cuSPARSELt's form holds 16-bit values, got {values.dtype}")
     return torch.cat([values.contiguous().view(torch.uint8).reshape(-1), to_meta(meta)])
 
@@ -99,12 +100,17 @@ def from_cslt(
     return values_view(buf, n, k, dtype).clone(), from_meta(meta_view(buf, n, k), n, k)
 
 
-def probe_weight(n: int, k: int, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W, keep): a seeded random 2:4 weight whose kept values are distinct nonzero normals (a kept zero would
-    leave the library free to store another pair of positions)."""
-    gen = torch.Generator().manual_seed(n * 131 + k)
+def random_keep(n: int, k: int, gen: torch.Generator) -> torch.Tensor:
+    """An exact 2:4 keep-mask (N, K), each group's pair uniform over the 6 (CPU, from `gen`)."""
     pairs = torch.tensor([[1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 0, 1], [0, 1, 1, 0], [0, 1, 0, 1], [0, 0, 1, 1]])
-    keep = pairs[torch.randint(0, 6, (n, k // 4), generator=gen)].reshape(n, k).bool()
+    return pairs[torch.randint(0, 6, (n, k // 4), generator=gen)].reshape(n, k).bool()
+
+
+def probe_weight(n: int, k: int, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, keep): a seeded random 2:4 weight whose kept values are nonzero normals and whose other entries are
+    +0.0 (a kept zero, or a -0.0, would leave the library free to store another pair of positions)."""
+    gen = torch.Generator().manual_seed(n * 131 + k)
+    keep = random_keep(n, k, gen)
     codes = torch.randint(0x3C00, 0x4400, (n, k), generator=gen, dtype=torch.int32).to(torch.int16)  # ~[1, 4)
     W = torch.where(keep, codes, torch.zeros((), dtype=torch.int16)).view(dtype)
     return W.to(device), keep.to(device)
@@ -113,8 +119,6 @@ def probe_weight(n: int, k: int, dtype: torch.dtype, device) -> tuple[torch.Tens
 def check_against_library(backend, n: int, k: int, dtype: torch.dtype, device) -> None:
     """RuntimeError unless the library's own compression of a probe weight of this shape equals `to_cslt`'s bit
     for bit (once per shape and process): the layout is read off the library, not documented by it."""
-    from compress.runtime import format24
-
     key = (n, k, dtype, type(backend).__name__)
     if key in _checked:
         return

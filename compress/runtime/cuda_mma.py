@@ -107,7 +107,7 @@ def launch(x: torch.Tensor, w_ptr: int, e_ptr: int, s_ptr: int | None, n: int, i
     if x.data_ptr() % 4:  # the kernel reads x in bf16 pairs (a view at an odd offset)
         x = x.clone()
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
-    warps, rows = shape or _resolved.get((n, k, int4, m)) or tuned_launch(n, k, int4, m)
+    warps, rows = shape or tuned_launch(n, k, int4, m)
     stream = torch._C._cuda_getCurrentRawStream(x.device.index)
     _raise(load().s24_mma(x.data_ptr(), w_ptr, e_ptr, s_ptr, y.data_ptr(), m, n, k, int4, warps, rows, stream))
     return y

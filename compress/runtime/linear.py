@@ -100,7 +100,8 @@ def sparse24_mm(x2: torch.Tensor, layer: Sparse24Linear, path: str | None = None
         return backend().matmul(layer.cslt, x2, n)
     from compress.runtime import cuda_mma
 
-    buf = scratch(x2.device, cslt_layout.compressed_bytes(n, k))[: cslt_layout.compressed_bytes(n, k)]
+    nbytes = cslt_layout.compressed_bytes(n, k)
+    buf = scratch(x2.device, nbytes)[:nbytes]
     with torch.cuda.device(x2.device):
         cuda_mma.int4_values(layer.qweight, layer.scales, cslt_layout.values_view(buf, n, k))
     cslt_layout.meta_view(buf, n, k).copy_(layer.cslt)
@@ -333,8 +334,6 @@ class Sparse24Linear(nn.Module):
         x2 = x.reshape(-1, self.in_features)
         if x2.is_cuda and not self.prepared:
             raise RuntimeError("a CUDA Sparse24Linear must be prepared first: compress.runtime.model.prepare(model)")
-        if x2.is_cuda and x2.dtype != self.value_dtype:
-            raise ValueError(f"this 2:4 layer computes in {self.value_dtype}, got {x2.dtype} input; cast the model")
         if x2.shape[0] == 0:  # (a symbolic size is ≥ 2 to the compiler: no guard)
             y = x2.new_empty((0, self.out_features))
         elif torch.compiler.is_compiling():  # CPU too: the op runs the reference there
