@@ -128,3 +128,32 @@ def test_the_runtime_computes_the_checkpoints_int4_codes_in_fp32_too(loaded):
     for name in LINEARS:
         got = runtime.get_submodule(name).dense_weight()
         assert got.dtype == torch.float32 and torch.equal(got.to(torch.bfloat16), dense[f"{name}.weight"]), name
+
+
+def test_llm_compressors_folder_in_the_gpus_one_resident_form_computes_the_same(loaded):
+    """llm-compressor's 2:4 W4A16 folder, loaded by load_runtime_model (bf16 2:4 and int4 2:4) and turned into the
+    one form a GPU holds (to_resident, what prepare_gpu does after the library check): the logits are bit-equal to
+    format24's, and the tensor-core kernel's loads (mma_layout.emulate) over that form give each layer's product."""
+    from compress.runtime import cslt_layout, format24, mma_layout
+    from compress.runtime.convert import load_runtime_model
+    from compress.runtime.linear import Sparse24Linear
+
+    for int4 in (False, True):
+        runtime, _, names = load_runtime_model(FIXTURE, torch.device("cpu"), int4=int4)
+        with torch.no_grad():
+            before = runtime(IDS).logits
+        for name in names:
+            layer = runtime.get_submodule(name)
+            assert isinstance(layer, Sparse24Linear) and layer.int4 == int4, name
+            n, k = layer.out_features, layer.in_features
+            W = format24.unpack_24(
+                format24.dequantize_int4(layer.qweight, layer.scales.float()) if int4 else layer.values, layer.meta
+            ).double()
+            layer.to_resident()
+            meta = layer.cslt if int4 else cslt_layout.meta_view(layer.cslt, n, k)
+            w = layer.qweight if int4 else cslt_layout.values_view(layer.cslt, n, k)
+            xk = torch.randn(3, k, generator=torch.Generator().manual_seed(k)).to(torch.bfloat16)
+            y = mma_layout.emulate(xk, w, meta, layer.scales if int4 else None, n).double()
+            torch.testing.assert_close(y, xk.double() @ W.t(), rtol=1e-5, atol=1e-4)
+        with torch.no_grad():
+            assert torch.equal(bits(runtime(IDS).logits), bits(before)), int4

@@ -342,11 +342,12 @@ def test_int4_from_a_bf16_gptq_checkpoint_in_fp32_computes_the_exact_grid_values
         assert float((V - W).abs().max()) <= float(W.abs().max()) * 2**-8, name
 
 
+@pytest.mark.parametrize("resident", [False, True])
 @pytest.mark.parametrize("arch", ["qwen3", "mistral", "gemma3"])
-def test_compiled_sparse24_model_of_other_architectures_matches_eager_without_extra_graphs(arch):
-    """The compiled op on whole models of other families (tiny random configs, every decoder Linear 2:4):
-    logits equal the eager model's at three prompt lengths, and dynamo compiles as many graphs as for the same
-    model with its dense Linears."""
+def test_compiled_sparse24_model_of_other_architectures_matches_eager_without_extra_graphs(arch, resident):
+    """The compiled op on whole models of other families (tiny random configs, every decoder Linear 2:4, in
+    format24 or — bf16 — in the GPU's one resident form): logits equal the eager model's at three prompt lengths,
+    and dynamo compiles as many graphs as for the same model with its dense Linears."""
     import transformers
 
     from compress.runtime.model import sparsify
@@ -357,11 +358,18 @@ def test_compiled_sparse24_model_of_other_architectures_matches_eager_without_ex
     config = getattr(transformers, config_cls)(**TINY_DIMS, num_hidden_layers=2, **kwargs)
     torch.manual_seed(0)
     dense = getattr(transformers, model_cls)(config).eval()
+    if resident:
+        dense = dense.to(torch.bfloat16)
     for m in dense.model.layers.modules():
         if isinstance(m, torch.nn.Linear):
             m.weight.data *= magnitude_mask(m.weight.data, NM(2, 4))
     ours = copy.deepcopy(dense)
     assert sparsify(ours)
+    if resident:
+        for m in ours.modules():
+            if isinstance(m, Sparse24Linear):
+                m.to_resident()
+        assert not any(b is not None and n.endswith(".meta") for n, b in ours.named_buffers())
     ids = torch.randint(0, config.vocab_size, (1, 40), generator=torch.Generator().manual_seed(1))
 
     def graphs(model) -> int:

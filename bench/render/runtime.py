@@ -450,4 +450,37 @@ def user_path(d: dict) -> list[str]:
         lines += ["", "Failed: " + "; ".join(f"{k}: {v}" for k, v in up["errors"].items()) + "."]
     for k, v in up.get("not_measured", {}).items():
         lines += ["", f"Not measured: {k} — {v}"]
+    lines += one_form(d.get("one_form"))
     return [*lines, ""]
+
+
+def one_form(of: dict | None) -> list[str]:
+    """Issue 16's checks of the one resident form: cuSPARSELt's layout against ours, its M limits, host cost."""
+    if not of:
+        return []
+    lay, odd, ho = of["layout"], of["odd_m"], of["host_overhead"]
+    small, big = lay["small_probes"], lay["seven_b_shapes"]
+    lines = [
+        "",
+        f"### The one resident form (issue 16), {of['machine']}, {of['date']}",
+        "",
+        f"- cuSPARSELt's compressed layout against `cslt_layout.to_cslt`: {small['bit_exact']}/{small['matrices']} "
+        f"probe matrices bit-exact over {', '.join(small['shapes'])} (`{small['command']}`); the shapes "
+        f"{', '.join(big['shapes'])} bit-exact on a probe weight (`{big['command']}`).",
+        f"- cuSPARSELt planned unpadded at M off a multiple of 16 ({odd['shape']}, `{odd['command']}`): "
+        + "; ".join(
+            f"M = {m}: "
+            + ("refused" if "error" in v else f"first call {v['first_call_ms']} ms, then {v['cached_call_ms']} ms")
+            for m, v in odd["results"].items()
+        )
+        + " (M not divisible by 8 is refused; a new M pays a search) — hence the M buckets of `cusparselt.bucket`.",
+        f"- {of['cutlass_sm90']}.",
+        "",
+        f"Per-call cost, `{ho['command']}`:",
+        "",
+        "| " + " | ".join(ho["columns"]) + " |",
+        "|---|---|---:|---:|",
+        *(f"| {c} | {name} | {e:.1f} | {g:.1f} |" for c, name, e, g in ho["rows"]),
+        "",
+    ]
+    return lines
