@@ -124,6 +124,8 @@ def gemm_table(results: dict, bw: float, out: Path, shapes=SHAPES, ms=MS, sectio
                 row["stock_error"] = str(e).splitlines()[0][:160]
             errs = [row["rel_err"], row["rel_err_int4"], row["rel_err_dense"]]
             if m in small:  # every path either model may take at this M (those the search timed)
+                row["mma_launch_us"] = report[(n, k, False, m)]["mma_launch"]  # the kernel's launch-shape search
+                row["mma_launch_us_int4"] = report[(n, k, True, m)]["mma_launch"]
                 for p in report[(n, k, False, m)]["us"]:
                     row[f"rel_err_{p}"] = rel_err(ours[0].run_path(x, p), ref)
                     row[f"rel_err_int4_{p}"] = rel_err(ours4[0].run_path(x, p), ref4)

@@ -121,6 +121,20 @@ def test_mma_launch_for_an_untuned_m_comes_from_the_nearest_tuned_m_above(monkey
     assert pick != (4, 4) and cuda_mma.tuned_launch(64, 256, False, 9) == pick
 
 
+def test_the_tiled_variants_launches_are_searched_past_8_tokens_only(monkeypatch):
+    """The tiled variant (x staged in shared memory, split-K) is a candidate for M > 8; a tiled launch tuned at
+    M = 32 serves M = 20 but not M = 4, which keeps the small-M kernel."""
+    from compress.runtime import cuda_mma
+
+    assert all(len(s) == 2 for s in cuda_mma.launches(8))  # (warps, rows) of the small-M kernel alone
+    assert [s for s in cuda_mma.launches(9) if s[0] == cuda_mma.TILED] == list(cuda_mma.TILED_SHAPES)
+    tiled = cuda_mma.TILED_SHAPES[-1]
+    monkeypatch.setattr(cuda_mma, "_launch", {(64, 256, False, 32): tiled})
+    monkeypatch.setattr(cuda_mma, "_resolved", {})
+    assert cuda_mma.tuned_launch(64, 256, False, 20) == tiled
+    assert cuda_mma.tuned_launch(64, 256, False, 4) == cuda_mma.default_launch(4)
+
+
 def _exported(tmp_path):
     from compress.export import save_checkpoint
 

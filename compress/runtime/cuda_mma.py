@@ -5,7 +5,9 @@ stream (so CUDA graphs capture them).
 The kernel reads the layer's one resident form as it is (mma_layout: row-major kept values, cuSPARSELt-order
 metadata). The operands are checked once, when a layer is prepared (`check`); a call (`launch`) passes raw
 pointers with no per-call checks beyond x's, so its host cost is one `torch.empty` and one ctypes call. The launch
-shape (warps per block, 16-row tiles per block) is chosen per (N, K, format, M) by `tune` and cached here.
+shape (warps per block, 16-row tiles per block; or the tiled variant for M > 8 — x staged in shared memory for
+more row tiles, split-K — with its warps, tiles per warp and splits) is chosen per (N, K, format, M) by `tune`
+and cached here.
 """
 
 from __future__ import annotations
@@ -26,13 +28,34 @@ KERNEL = f"{WHAT} ({SRC.name})"  # as reported when it cannot be used
 MAX_M = 64
 WARPS = (4, 8)
 ROWS = (1, 2, 4)  # 16-row tiles per block, sharing each x fragment; rows * ceil(M / 8) <= 8
+# the tiled variant (x staged in shared memory for the block's warps * tiles_per_warp row tiles, split-K): its
+# launch shapes are ("tiled", warps, tiles per warp, splits), searched for M > TILED_MIN_M
+TILED = "tiled"
+TILED_MIN_M = 8
+TILED_SHAPES = tuple((TILED, w, tpw, sp) for w in (4, 8) for tpw in (1, 2) for sp in (1, 2, 4, 8, 16))
+MAX_SPLITS = max(sp for *_, sp in TILED_SHAPES)
+COUNTERS = 4096  # split-K counters per device: row blocks of up to 4096 * 64 output features
+_work: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # device index -> (fp32 partial sums, counters)
 _launch: dict[tuple, tuple[int, int]] = {}  # (N, K, int4, M) -> (warps, rows), filled by tune()
 _resolved: dict[tuple, tuple[int, int]] = {}  # tuned_launch's answers, per call shape (emptied by tune)
 
 
-def launches(m: int) -> list[tuple[int, int]]:
-    """The (warps, rows) launch shapes the kernel takes for m tokens."""
-    return [(w, r) for w in WARPS for r in ROWS if r * -(-m // 8) <= 8]
+def launches(m: int) -> list[tuple]:
+    """The launch shapes for m tokens: (warps, rows) of the small-M kernel, and past TILED_MIN_M tokens the tiled
+    variant's ("tiled", warps, tiles per warp, splits)."""
+    small = [(w, r) for w in WARPS for r in ROWS if r * -(-m // 8) <= 8]
+    return small + (list(TILED_SHAPES) if m > TILED_MIN_M else [])
+
+
+def reserve(device: torch.device, n: int) -> None:
+    """The tiled variant's split-K workspace on `device`, big enough for n output features at MAX_M tokens
+    (grown at prepare time, so a call inside a CUDA graph capture finds it; the counters start at zero and every
+    call leaves them zero). One per device, used in stream order, like the int4 prefill's scratch form."""
+    have = _work.get(device.index)
+    need = MAX_SPLITS * MAX_M * n
+    if have is None or have[0].numel() < need:
+        counters = have[1] if have else torch.zeros(COUNTERS, dtype=torch.int32, device=device)
+        _work[device.index] = (torch.empty(need, dtype=torch.float32, device=device), counters)
 
 
 def default_launch(m: int) -> tuple[int, int]:
@@ -57,6 +80,7 @@ def load() -> ctypes.CDLL:
     ptr, i32 = ctypes.c_void_p, ctypes.c_int
     return build_cuda(SRC, WHAT, {
         "s24_mma": ([ptr] * 5 + [i32] * 6 + [ptr], i32),
+        "s24_mma_tiled": ([ptr] * 7 + [i32] * 8 + [ptr], i32),
         "s24_mma_probe": ([ptr] * 5, i32),
         "s24_int4_values": ([ptr] * 3 + [i32] * 2 + [ptr], i32),
         "s24_mma_error_string": ([i32], ctypes.c_char_p),
@@ -87,6 +111,8 @@ def check(w: torch.Tensor, e: torch.Tensor, s: torch.Tensor | None, n: int, k: i
     from compress.runtime.cslt_layout import meta_bytes
 
     mma_layout.check_shape(n, k)
+    if n > COUNTERS * 64:
+        raise ValueError(f"tensor-core 2:4 kernel: at most {COUNTERS * 64} output features, got {n}")
     want = {"metadata": (e, (meta_bytes(n, k),), torch.uint8)}
     if int4:
         want["qweight"] = (w, (n, k // 16), torch.int32)
@@ -107,9 +133,20 @@ def launch(x: torch.Tensor, w_ptr: int, e_ptr: int, s_ptr: int | None, n: int, i
     if x.data_ptr() % 4:  # the kernel reads x in bf16 pairs (a view at an odd offset)
         x = x.clone()
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
-    warps, rows = shape or tuned_launch(n, k, int4, m)
+    shape = shape or tuned_launch(n, k, int4, m)
     stream = torch._C._cuda_getCurrentRawStream(x.device.index)
-    _raise(load().s24_mma(x.data_ptr(), w_ptr, e_ptr, s_ptr, y.data_ptr(), m, n, k, int4, warps, rows, stream))
+    if shape[0] == TILED:
+        _, warps, tpw, splits = shape
+        ws, counters = _work.get(x.device.index) or (None, None)
+        if splits > 1 and (ws is None or ws.numel() < splits * m * n):
+            raise RuntimeError(f"no split-K workspace for {n} outputs on {x.device}: prepare the layer there first")
+        wp, cp = (ws.data_ptr(), counters.data_ptr()) if splits > 1 else (None, None)
+        rc = load().s24_mma_tiled(x.data_ptr(), w_ptr, e_ptr, s_ptr, y.data_ptr(), wp, cp, COUNTERS, m, n, k, int4,
+                                  warps, tpw, splits, stream)  # fmt: skip
+    else:
+        warps, rows = shape
+        rc = load().s24_mma(x.data_ptr(), w_ptr, e_ptr, s_ptr, y.data_ptr(), m, n, k, int4, warps, rows, stream)
+    _raise(rc)
     return y
 
 
@@ -122,7 +159,7 @@ def int4_values(qweight: torch.Tensor, scales: torch.Tensor, out: torch.Tensor) 
 
 def tune(key: tuple, run) -> dict:
     """Time `run(launch)` for each launch shape (GPU time, CUDA-graph replay); keep the fastest for `key`
-    = (N, K, int4, M). Returns {"warps x rows": µs}."""
+    = (N, K, int4, M). Returns {"warps x rows" or "tiled x warps x tiles per warp x splits": µs}."""
     _launch[key], times = fastest(launches(key[3]), run)
     _resolved.clear()
     return {"x".join(map(str, lw)): t for lw, t in times.items()}

@@ -305,6 +305,8 @@ class Sparse24Linear(nn.Module):
             self.to_resident()
         self.mma = _mma_usable(n, k, self.value_dtype) and check_kernels()
         if self.mma:
+            with torch.cuda.device(dev):
+                cuda_mma.reserve(dev, n)
             cslt = self.cslt
             w = self.qweight if self.int4 else cslt_layout.values_view(cslt, n, k, self.value_dtype)
             cuda_mma.check(w, cslt if self.int4 else cslt_layout.meta_view(cslt, n, k), self.scales, n, k, self.int4)
