@@ -199,9 +199,11 @@ __global__ void __launch_bounds__(WARPS * 32) mma24_kernel(const uint32_t* __res
 // 2 (c >> 3) + (d >> 1). The weight loads per (tile, unit) are the small-M kernel's (load_a), one unit ahead.
 // Split-K over gridDim.y fills the GPU when N / 16 / (WARPS * TPW) blocks are too few: each split writes fp32
 // partial sums to a workspace, and the last split to finish a row block (a counter per row block, which it
-// resets for the next call) adds them in split order (deterministic) and writes bf16.
+// resets for the next call) adds them in split order (deterministic) and writes bf16. At most 128 registers per
+// thread (launch bounds: 16 warps per SM): Nsight Compute showed the unbounded build (154 registers) at one block
+// of 8 warps per SM, waiting on memory latency (12.5% occupancy, 26% memory throughput at M = 64).
 template <bool INT4, int NT, int WARPS, int TPW>
-__global__ void __launch_bounds__(WARPS * 32) mma24_tiled(const uint32_t* __restrict__ x,
+__global__ void __launch_bounds__(WARPS * 32, 512 / (WARPS * 32)) mma24_tiled(const uint32_t* __restrict__ x,
                                                           const uint32_t* __restrict__ w,
                                                           const uint2* __restrict__ e,
                                                           const __nv_bfloat16* __restrict__ s,
