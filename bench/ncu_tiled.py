@@ -2,8 +2,10 @@
 tiled variant at M = 64 (and 32), each launched a few times, so `ncu --kernel-name regex:mma24` can read their
 speed-of-light, occupancy and warp-stall sections.
 
-    ncu --kernel-name regex:mma24 --launch-skip 2 --launch-count 4 --section SpeedOfLight --section Occupancy \
-        --section WarpStateStats python bench/ncu_tiled.py
+    ncu --kernel-name regex:mma24 --launch-count 12 --section SpeedOfLight --section Occupancy \
+        --section WarpStateStats --section LaunchStats python bench/ncu_tiled.py
+
+(2026-12-02, H200, the build before the 128-register cap: bench/logs/runtime/ncu_tiled_m64_m32.txt)
 """
 
 from __future__ import annotations

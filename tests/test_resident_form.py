@@ -247,3 +247,14 @@ def test_compiled_layer_computes_what_the_eager_layer_computes(int4, path, monke
         x = torch.randn(m, 512, device="cuda", dtype=torch.bfloat16)
         with torch.inference_mode():
             torch.testing.assert_close(compiled(x), sp(x), rtol=8e-3, atol=1e-3)  # at most bf16 rounding
+
+
+def test_a_device_buffer_is_kept_while_big_enough_and_replaced_when_too_small():
+    from compress.runtime.device_buffer import grown
+
+    store: dict = {}
+    cpu = torch.device("cpu")
+    a = grown(store, cpu, 16, torch.uint8)
+    assert a.numel() == 16 and grown(store, cpu, 8, torch.uint8) is a
+    b = grown(store, cpu, 32, torch.uint8)
+    assert b is not a and b.numel() == 32 and store[cpu.index] is b

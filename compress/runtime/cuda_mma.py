@@ -20,6 +20,7 @@ import torch
 
 from compress.runtime import mma_layout
 from compress.runtime.build import build_cuda, build_error, operand_problems
+from compress.runtime.device_buffer import grown
 from compress.runtime.timing import fastest
 
 SRC = Path(__file__).with_name("csrc") / "sparse24_mma.cu"
@@ -35,7 +36,8 @@ TILED_MIN_M = 8
 TILED_SHAPES = tuple((TILED, w, tpw, sp) for w in (4, 8) for tpw in (1, 2) for sp in (1, 2, 4, 8, 16))
 MAX_SPLITS = max(sp for *_, sp in TILED_SHAPES)
 COUNTERS = 4096  # split-K counters per device: row blocks of up to 4096 * 64 output features
-_work: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # device index -> (fp32 partial sums, counters)
+_partials: dict[int, torch.Tensor] = {}  # device index -> the split-K fp32 partial sums
+_counters: dict[int, torch.Tensor] = {}  # device index -> the split-K counters, one per row block
 _launch: dict[tuple, tuple[int, int]] = {}  # (N, K, int4, M) -> (warps, rows), filled by tune()
 _resolved: dict[tuple, tuple[int, int]] = {}  # tuned_launch's answers, per call shape (emptied by tune)
 
@@ -49,13 +51,10 @@ def launches(m: int) -> list[tuple]:
 
 def reserve(device: torch.device, n: int) -> None:
     """The tiled variant's split-K workspace on `device`, big enough for n output features at MAX_M tokens
-    (grown at prepare time, so a call inside a CUDA graph capture finds it; the counters start at zero and every
-    call leaves them zero). One per device, used in stream order, like the int4 prefill's scratch form."""
-    have = _work.get(device.index)
-    need = MAX_SPLITS * MAX_M * n
-    if have is None or have[0].numel() < need:
-        counters = have[1] if have else torch.zeros(COUNTERS, dtype=torch.int32, device=device)
-        _work[device.index] = (torch.empty(need, dtype=torch.float32, device=device), counters)
+    (device_buffer.grown), and its counters (zero at allocation; every call leaves them zero)."""
+    grown(_partials, device, MAX_SPLITS * MAX_M * n, torch.float32)
+    if device.index not in _counters:
+        _counters[device.index] = torch.zeros(COUNTERS, dtype=torch.int32, device=device)
 
 
 def default_launch(m: int) -> tuple[int, int]:
@@ -137,10 +136,12 @@ def launch(x: torch.Tensor, w_ptr: int, e_ptr: int, s_ptr: int | None, n: int, i
     stream = torch._C._cuda_getCurrentRawStream(x.device.index)
     if shape[0] == TILED:
         _, warps, tpw, splits = shape
-        ws, counters = _work.get(x.device.index) or (None, None)
-        if splits > 1 and (ws is None or ws.numel() < splits * m * n):
-            raise RuntimeError(f"no split-K workspace for {n} outputs on {x.device}: prepare the layer there first")
-        wp, cp = (ws.data_ptr(), counters.data_ptr()) if splits > 1 else (None, None)
+        wp = cp = None
+        if splits > 1:
+            ws = _partials.get(x.device.index)
+            if ws is None or ws.numel() < splits * m * n:
+                raise RuntimeError(f"no split-K workspace for {n} outputs on {x.device}: prepare the layer there first")
+            wp, cp = ws.data_ptr(), _counters[x.device.index].data_ptr()
         rc = load().s24_mma_tiled(x.data_ptr(), w_ptr, e_ptr, s_ptr, y.data_ptr(), wp, cp, COUNTERS, m, n, k, int4,
                                   warps, tpw, splits, stream)  # fmt: skip
     else:

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from compress.runtime import cslt_layout, format24
+from compress.runtime.device_buffer import grown
 from compress.runtime.timing import fastest
 
 DECODE_MAX_M = 64  # the tensor-core kernel's largest M (compress/runtime/cuda_mma.py)
@@ -61,13 +62,9 @@ def reference_mm(x2: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
 
 
 def scratch(device: torch.device, nbytes: int) -> torch.Tensor:
-    """The per-device scratch compressed form, at least `nbytes` (grown at prepare time, so a call inside a CUDA
-    graph capture finds it; a layer moved to another GPU after preparing gets one on its first call). One per
-    device, used in stream order: the int4 prefill of two streams at once on one GPU is not supported."""
-    have = _scratch.get(device.index)
-    if have is None or have.numel() < nbytes:
-        have = _scratch[device.index] = torch.empty(nbytes, dtype=torch.uint8, device=device)
-    return have
+    """The per-device scratch compressed form of the int4 prefill, at least `nbytes` (device_buffer.grown; a layer
+    moved to another GPU after preparing gets one on its first call)."""
+    return grown(_scratch, device, nbytes, torch.uint8)
 
 
 def path_of(n: int, k: int, int4: bool, m: int, mma: bool) -> str:
@@ -303,10 +300,10 @@ class Sparse24Linear(nn.Module):
             if self.int4:
                 scratch(dev, cslt_layout.compressed_bytes(n, k))
             self.to_resident()
-        self.mma = _mma_usable(n, k, self.value_dtype) and check_kernels()
-        if self.mma:
-            with torch.cuda.device(dev):
+            self.mma = _mma_usable(n, k, self.value_dtype) and check_kernels()
+            if self.mma:
                 cuda_mma.reserve(dev, n)
+        if self.mma:
             cslt = self.cslt
             w = self.qweight if self.int4 else cslt_layout.values_view(cslt, n, k, self.value_dtype)
             cuda_mma.check(w, cslt if self.int4 else cslt_layout.meta_view(cslt, n, k), self.scales, n, k, self.int4)
